@@ -1,0 +1,3 @@
+module github.com/aoai-failover/gateway
+
+go 1.26
