@@ -1,0 +1,192 @@
+// Package app wires the gateway together: it loads the settings, builds the clients and the
+// state view, serves HTTP until its context ends, and shuts down gracefully.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/auth"
+	"github.com/aoai-failover/gateway/handler/internal/config"
+	"github.com/aoai-failover/gateway/handler/internal/proxy"
+	"github.com/aoai-failover/gateway/handler/internal/route"
+	"github.com/aoai-failover/gateway/handler/internal/secrets"
+	"github.com/aoai-failover/gateway/handler/internal/state"
+	"github.com/aoai-failover/gateway/handler/internal/telemetry"
+)
+
+// Env is what the process gets from its surroundings.
+type Env struct {
+	Getenv func(string) string
+	Stdout io.Writer
+	Stderr io.Writer
+	// OnListen, if set, is told the address once the gateway accepts connections.
+	OnListen func(addr net.Addr)
+}
+
+// Run runs the gateway until ctx ends (SIGTERM), then drains in-flight requests within the
+// shutdown timeout and flushes state. A configuration problem is returned before anything listens.
+func Run(ctx context.Context, env Env) error {
+	log := telemetry.NewLogger(env.Stdout, env.Stderr, slog.LevelInfo)
+	settings, err := config.Load(env.Getenv)
+	if err != nil {
+		return err
+	}
+	for _, w := range settings.Warnings {
+		log.Warn(w)
+	}
+	if settings.State.Configured() {
+		// The Table Storage store is a separate piece of work; until it lands, say plainly
+		// that this instance does not share what it learns.
+		log.Warn("shared state store is not available in this build; throttle and circuit state is per instance", "setting", settings.State.Setting)
+	}
+	keys, err := secrets.NewEnvKeys(settings.Routing.Accounts, env.Getenv)
+	if err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+
+	g, err := build(settings, keys, log, env.Getenv)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", settings.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", settings.Addr, err)
+	}
+	return g.serve(ctx, ln, env.OnListen)
+}
+
+type gateway struct {
+	settings *config.Settings
+	log      *slog.Logger
+	planner  *route.Planner
+	view     *state.View
+	proxy    *proxy.Gateway
+	front    auth.FrontDoor
+	callers  auth.Callers
+	instance string
+	started  time.Time
+}
+
+func build(s *config.Settings, creds proxy.Credentials, log *slog.Logger, getenv func(string) string) (*gateway, error) {
+	r := s.Routing
+	planner := route.New(r)
+	ids := make([]string, 0, len(planner.Targets()))
+	for _, t := range planner.Targets() {
+		ids = append(ids, t.ID)
+	}
+	instance := instanceName(getenv)
+	view := state.NewView(state.Options{
+		Targets:         ids,
+		Store:           state.NewMemoryStore(),
+		Shared:          false,
+		Instance:        instance,
+		CircuitFailures: r.Circuit.Failures,
+		CircuitCooldown: r.Circuit.Cooldown.D(),
+		Misconfigured:   r.Circuit.Misconfigured.D(),
+		ProbeTimeout:    r.Timeouts.Request.D(),
+		SyncInterval:    time.Second,
+		Logger:          log,
+	})
+	p := proxy.New(proxy.Options{
+		Planner:      planner,
+		State:        view,
+		Credentials:  creds,
+		Transport:    NewTransport(r.Timeouts.Connect.D()),
+		Timeouts:     r.Timeouts,
+		Throttle:     r.Throttle,
+		MaxBodyBytes: r.Limits.MaxRequestBodyBytes,
+		Logger:       log,
+	})
+	return &gateway{
+		settings: s, log: log, planner: planner, view: view, proxy: p,
+		front:    auth.FrontDoor{ID: s.FrontDoorID},
+		callers:  auth.Callers{Anonymous: r.Clients != nil && r.Clients.Anonymous},
+		instance: instance, started: time.Now(),
+	}, nil
+}
+
+// NewTransport returns the HTTP transport used for every backend: connections are kept and
+// reused generously (the default of 2 idle connections per host collapses under load),
+// compression is left to the caller and backend so that bytes pass through untouched.
+func NewTransport(connect time.Duration) *http.Transport {
+	d := &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           d.DialContext,
+		TLSHandshakeTimeout:   connect,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          2048,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true,
+		ExpectContinueTimeout: 0,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+}
+
+func instanceName(getenv func(string) string) string {
+	if id := getenv("WEBSITE_INSTANCE_ID"); id != "" {
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		return id
+	}
+	host, _ := os.Hostname()
+	return host + "-" + strconv.Itoa(os.Getpid())
+}
+
+func (g *gateway) serve(ctx context.Context, ln net.Listener, onListen func(net.Addr)) error {
+	srv := &http.Server{
+		Handler:           g.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+	}
+	syncCtx, stopSync := context.WithCancel(context.Background())
+	defer stopSync()
+	go g.view.Run(syncCtx)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	g.log.Info("gateway listening", "addr", ln.Addr().String(), "instance", g.instance,
+		"deployments", g.planner.Names(), "targets", len(g.planner.Targets()))
+	if onListen != nil {
+		onListen(ln.Addr())
+	}
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	timeout := g.settings.Routing.Timeouts.Shutdown.D()
+	g.log.Info("shutting down: finishing in-flight requests", "timeout", timeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		g.log.Warn("in-flight requests did not finish in time; closing them", "error", err)
+		_ = srv.Close()
+	}
+	stopSync()
+	fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer fcancel()
+	if err := g.view.Flush(fctx); err != nil {
+		g.log.Warn("could not flush state at shutdown", "error", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	g.log.Info("stopped")
+	return nil
+}

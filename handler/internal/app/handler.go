@@ -1,0 +1,126 @@
+package app
+
+import (
+	"encoding/json"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/auth"
+	"github.com/aoai-failover/gateway/handler/internal/proxy"
+)
+
+// handler routes the gateway's own paths and sends everything else to the forwarder, after the
+// Front Door check and caller authentication.
+func (g *gateway) handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer g.recoverPanic(w, r)
+		switch r.URL.Path {
+		case "/":
+			// The Functions host pings this until the handler is ready.
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				w.WriteHeader(http.StatusOK)
+				return
+			}
+		case "/healthz":
+			g.healthz(w, r)
+			return
+		}
+		if rej := g.front.Check(r); rej != nil {
+			reject(w, rej)
+			return
+		}
+		app, rej := g.callers.Authenticate(r)
+		if rej != nil {
+			reject(w, rej)
+			return
+		}
+		_ = app // the caller's app name goes into the request log with caller authentication
+		if r.URL.Path == "/status" {
+			g.status(w, r)
+			return
+		}
+		g.proxy.ServeHTTP(w, r)
+	})
+}
+
+func reject(w http.ResponseWriter, rej *auth.Rejection) {
+	if rej.Challenge != "" {
+		w.Header().Set("WWW-Authenticate", rej.Challenge)
+	}
+	proxy.WriteError(w, rej.Status, rej.Code, rej.Message)
+}
+
+// recoverPanic turns a bug into a 500 and one error line instead of a dead connection. The
+// forwarder's deliberate abort of a broken committed response is passed on untouched.
+func (g *gateway) recoverPanic(w http.ResponseWriter, r *http.Request) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	g.log.Error("panic serving request", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+	proxy.WriteError(w, http.StatusInternalServerError, "InternalServerError", "the gateway failed while handling the request")
+}
+
+// healthz is Front Door's probe: 200 while this instance can serve, 503 otherwise.
+func (g *gateway) healthz(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		proxy.WriteError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use GET or HEAD")
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Type", "application/json")
+	ready := len(g.planner.Names()) > 0
+	status := http.StatusOK
+	if !ready {
+		status = http.StatusServiceUnavailable
+	}
+	w.WriteHeader(status)
+	if r.Method == http.MethodGet {
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": map[bool]string{true: "ok", false: "unavailable"}[ready], "instance": g.instance})
+	}
+}
+
+// status reports every target's state and the store's health as JSON.
+func (g *gateway) status(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		proxy.WriteError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use GET")
+		return
+	}
+	now := time.Now()
+	byID := map[string]any{}
+	for _, s := range g.view.Snapshot(now) {
+		byID[s.Target] = s
+	}
+	type entry struct {
+		Priority int    `json:"priority"`
+		Weight   int    `json:"weight"`
+		Region   string `json:"region,omitempty"`
+		State    any    `json:"state"`
+	}
+	deployments := map[string][]entry{}
+	for _, name := range g.planner.Names() {
+		for _, group := range g.planner.Groups(name) {
+			for _, t := range group {
+				deployments[name] = append(deployments[name], entry{Priority: t.Priority, Weight: t.Weight, Region: t.Region, State: byID[t.ID]})
+			}
+		}
+	}
+	store := g.view.Health()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(map[string]any{
+		"instance":    g.instance,
+		"time":        now.UTC(),
+		"uptime":      now.Sub(g.started).Round(time.Second).String(),
+		"store":       map[string]any{"kind": "memory", "shared": store.Shared, "healthy": store.Healthy, "lastError": store.LastError, "lastSync": store.LastSync},
+		"deployments": deployments,
+	})
+}

@@ -1,0 +1,189 @@
+package config
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Routing is the routing document from GATEWAY_CONFIG.
+type Routing struct {
+	KeyVault    string              `json:"keyVault"`
+	Accounts    map[string]Account  `json:"accounts"`
+	Deployments map[string][]Target `json:"deployments"`
+	Clients     *Clients            `json:"clients"`
+	Timeouts    Timeouts            `json:"timeouts"`
+	Throttle    Throttle            `json:"throttle"`
+	Circuit     Circuit             `json:"circuit"`
+	Limits      Limits              `json:"limits"`
+}
+
+// Account is one Azure OpenAI resource.
+type Account struct {
+	Endpoint string `json:"endpoint"`
+	Region   string `json:"region"`
+	Auth     Auth   `json:"auth"`
+}
+
+// Auth says how the gateway authenticates to an account: exactly one field is set.
+type Auth struct {
+	KeyVaultSecret  string `json:"keyVaultSecret"`
+	ManagedIdentity bool   `json:"managedIdentity"`
+	KeyEnv          string `json:"keyEnv"`
+}
+
+// Target is one real deployment behind a logical name.
+type Target struct {
+	Account    string `json:"account"`
+	Deployment string `json:"deployment"`
+	// Priority and Weight are pointers so that "absent" (default 1) differs from 0 (invalid).
+	Priority *int `json:"priority"`
+	Weight   *int `json:"weight"`
+}
+
+// ID is the target's identity, "account/deployment".
+func (t Target) ID() string { return t.Account + "/" + t.Deployment }
+
+// PriorityOrDefault is the target's priority, 1 when absent.
+func (t Target) PriorityOrDefault() int { return intOr(t.Priority, 1) }
+
+// WeightOrDefault is the target's weight, 1 when absent.
+func (t Target) WeightOrDefault() int { return intOr(t.Weight, 1) }
+
+func intOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// Clients says how callers authenticate.
+type Clients struct {
+	KeyVaultSecret string `json:"keyVaultSecret"`
+	Entra          *Entra `json:"entra"`
+	Anonymous      bool   `json:"anonymous"`
+}
+
+// Entra configures Entra ID bearer tokens for callers.
+type Entra struct {
+	TenantID string   `json:"tenantId"`
+	Audience string   `json:"audience"`
+	Roles    []string `json:"roles"`
+}
+
+// Timeouts bound every stage of a request so that no caller ever hangs.
+type Timeouts struct {
+	// Connect bounds dialling and the TLS handshake to a target.
+	Connect Duration `json:"connect"`
+	// FirstByte bounds the wait for a streaming target's first event, and is the base of a
+	// non-streaming target's wait for its response headers.
+	FirstByte Duration `json:"firstByte"`
+	// PerOutputToken is added to a non-streaming request's header wait for each output token it
+	// asks for, because Azure OpenAI sends the headers only once the whole completion is done.
+	PerOutputToken Duration `json:"perOutputToken"`
+	// DefaultOutputTokens is assumed when a non-streaming request does not say how many it wants.
+	DefaultOutputTokens int `json:"defaultOutputTokens"`
+	// StreamIdle bounds silence once a response has started.
+	StreamIdle Duration `json:"streamIdle"`
+	// Request bounds the whole request, all attempts included.
+	Request Duration `json:"request"`
+	// Shutdown bounds how long in-flight requests may finish after SIGTERM.
+	Shutdown Duration `json:"shutdown"`
+}
+
+// Throttle configures what a 429 does.
+type Throttle struct {
+	// DefaultRetryAfter applies when a 429 carries no usable wait.
+	DefaultRetryAfter Duration `json:"defaultRetryAfter"`
+	// MaxRetryAfter caps any wait a target asks for (Azure can say "retry after 86400 seconds").
+	MaxRetryAfter Duration `json:"maxRetryAfter"`
+}
+
+// Circuit configures when a failing target is taken out of rotation.
+type Circuit struct {
+	// Failures is how many consecutive failures (5xx, connection errors, timeouts) open the circuit.
+	Failures int `json:"failures"`
+	// Cooldown is how long an open circuit keeps the target out before one probe request.
+	Cooldown Duration `json:"cooldown"`
+	// Misconfigured is how long a target answering 401/403/404 is reported failing and skipped.
+	Misconfigured Duration `json:"misconfigured"`
+}
+
+// Limits bound what a caller may send.
+type Limits struct {
+	MaxRequestBodyBytes int64 `json:"maxRequestBodyBytes"`
+}
+
+// Defaults for every tunable; README.md documents them.
+const (
+	DefaultConnect             = 5 * time.Second
+	DefaultFirstByte           = 20 * time.Second
+	DefaultPerOutputToken      = 50 * time.Millisecond
+	DefaultOutputTokens        = 1000
+	DefaultStreamIdle          = 30 * time.Second
+	DefaultRequest             = 220 * time.Second
+	DefaultShutdown            = 20 * time.Second
+	DefaultRetryAfter          = 10 * time.Second
+	DefaultMaxRetryAfter       = 5 * time.Minute
+	DefaultCircuitFailures     = 3
+	DefaultCircuitCooldown     = 10 * time.Second
+	DefaultMisconfigured       = 30 * time.Second
+	DefaultMaxRequestBodyBytes = 64 << 20
+	// FunctionsRequestLimit is the Functions host's hard limit on an HTTP-triggered request.
+	FunctionsRequestLimit = 230 * time.Second
+)
+
+func (r *Routing) applyDefaults() {
+	t := &r.Timeouts
+	setDur(&t.Connect, DefaultConnect)
+	setDur(&t.FirstByte, DefaultFirstByte)
+	setDur(&t.PerOutputToken, DefaultPerOutputToken)
+	if t.DefaultOutputTokens == 0 {
+		t.DefaultOutputTokens = DefaultOutputTokens
+	}
+	setDur(&t.StreamIdle, DefaultStreamIdle)
+	setDur(&t.Request, DefaultRequest)
+	setDur(&t.Shutdown, DefaultShutdown)
+	setDur(&r.Throttle.DefaultRetryAfter, DefaultRetryAfter)
+	setDur(&r.Throttle.MaxRetryAfter, DefaultMaxRetryAfter)
+	if r.Circuit.Failures == 0 {
+		r.Circuit.Failures = DefaultCircuitFailures
+	}
+	setDur(&r.Circuit.Cooldown, DefaultCircuitCooldown)
+	setDur(&r.Circuit.Misconfigured, DefaultMisconfigured)
+	if r.Limits.MaxRequestBodyBytes == 0 {
+		r.Limits.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes
+	}
+}
+
+func setDur(d *Duration, def time.Duration) {
+	if *d == 0 {
+		*d = Duration(def)
+	}
+}
+
+// Duration is a time.Duration written in JSON as a Go duration string ("250ms", "30s").
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON never fails: an unreadable value becomes invalidDuration, which validation
+// reports with the field's path, so one bad value does not hide the document's other problems.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		*d = invalidDuration
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		*d = invalidDuration
+		return nil
+	}
+	*d = Duration(v)
+	return nil
+}
+
+const invalidDuration = Duration(-1)

@@ -1,0 +1,289 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/url"
+	"reflect"
+	"strings"
+)
+
+const (
+	maxPriority = 1000
+	maxWeight   = 1000
+)
+
+func (r *Routing) validate() []string {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+
+	if r.KeyVault != "" {
+		if u, err := url.Parse(r.KeyVault); err != nil || u.Scheme != "https" || u.Host == "" {
+			add("keyVault: %q must be an https:// vault URL", r.KeyVault)
+		}
+	}
+	if len(r.Accounts) == 0 {
+		add("accounts: at least one account is required")
+	}
+	for _, name := range sortedKeys(r.Accounts) {
+		a := r.Accounts[name]
+		at := "accounts." + name
+		if !validName(name) {
+			add("%s: account names may only contain letters, digits, '-' and '_'", at)
+		}
+		if err := checkEndpoint(a.Endpoint); err != nil {
+			add("%s.endpoint: %v", at, err)
+		}
+		set := 0
+		if a.Auth.KeyVaultSecret != "" {
+			set++
+			// Key Vault credentials arrive with the Key Vault credential source.
+			add("%s.auth.keyVaultSecret: Key Vault credentials are not supported by this build yet; use keyEnv", at)
+		}
+		if a.Auth.ManagedIdentity {
+			set++
+			add("%s.auth.managedIdentity: managed-identity calls to Azure OpenAI are not supported by this build yet; use keyEnv", at)
+		}
+		if a.Auth.KeyEnv != "" {
+			set++
+		}
+		if set != 1 {
+			add("%s.auth: set exactly one of keyVaultSecret, managedIdentity, keyEnv (found %d)", at, set)
+		}
+	}
+	if len(r.Deployments) == 0 {
+		add("deployments: at least one logical deployment is required")
+	}
+	for _, name := range sortedKeys(r.Deployments) {
+		targets := r.Deployments[name]
+		at := "deployments." + name
+		if !validDeploymentName(name) {
+			add("%s: logical names may only contain letters, digits, '.', '-' and '_' (at most 64)", at)
+		}
+		if len(targets) == 0 {
+			add("%s: the target list is empty", at)
+		}
+		seen := map[string]int{}
+		for i, t := range targets {
+			tat := fmt.Sprintf("%s[%d]", at, i)
+			if t.Account == "" {
+				add("%s.account: required", tat)
+			} else if _, ok := r.Accounts[t.Account]; !ok {
+				add("%s.account: unknown account %q (known: %s)", tat, t.Account, strings.Join(sortedKeys(r.Accounts), ", "))
+			}
+			if !validDeploymentName(t.Deployment) {
+				add("%s.deployment: %q must be 1-64 letters, digits, '.', '-' or '_'", tat, t.Deployment)
+			}
+			if pr := t.PriorityOrDefault(); pr < 1 || pr > maxPriority {
+				add("%s.priority: %d is out of range 1..%d", tat, pr, maxPriority)
+			}
+			if w := t.WeightOrDefault(); w < 1 || w > maxWeight {
+				add("%s.weight: %d is out of range 1..%d", tat, w, maxWeight)
+			}
+			if j, dup := seen[t.ID()]; dup {
+				add("%s: duplicate target %s (also at index %d)", tat, t.ID(), j)
+			}
+			seen[t.ID()] = i
+		}
+	}
+
+	switch c := r.Clients; {
+	case c == nil:
+		add(`clients: required; say how callers authenticate, or {"anonymous": true} to accept any caller`)
+	default:
+		if c.KeyVaultSecret != "" {
+			add("clients.keyVaultSecret: client keys are not supported by this build yet; the gateway refuses to start rather than run open")
+		}
+		if c.Entra != nil {
+			add("clients.entra: Entra ID caller tokens are not supported by this build yet; the gateway refuses to start rather than run open")
+		}
+		if !c.Anonymous && c.KeyVaultSecret == "" && c.Entra == nil {
+			add(`clients: no caller authentication configured; set keyVaultSecret, entra, or "anonymous": true`)
+		}
+		if c.Anonymous && (c.KeyVaultSecret != "" || c.Entra != nil) {
+			add("clients.anonymous: cannot be combined with keyVaultSecret or entra")
+		}
+	}
+
+	t := r.Timeouts
+	for _, d := range []struct {
+		name string
+		v    Duration
+	}{
+		{"timeouts.connect", t.Connect}, {"timeouts.firstByte", t.FirstByte},
+		{"timeouts.perOutputToken", t.PerOutputToken}, {"timeouts.streamIdle", t.StreamIdle},
+		{"timeouts.request", t.Request}, {"timeouts.shutdown", t.Shutdown},
+		{"throttle.defaultRetryAfter", r.Throttle.DefaultRetryAfter}, {"throttle.maxRetryAfter", r.Throttle.MaxRetryAfter},
+		{"circuit.cooldown", r.Circuit.Cooldown}, {"circuit.misconfigured", r.Circuit.Misconfigured},
+	} {
+		if d.v <= 0 {
+			add(`%s: must be a positive duration string such as "30s"`, d.name)
+		}
+	}
+	if t.Request > Duration(FunctionsRequestLimit) {
+		add("timeouts.request: %s exceeds the Functions host's %s limit on an HTTP request", t.Request.D(), FunctionsRequestLimit)
+	}
+	if t.DefaultOutputTokens < 1 {
+		add("timeouts.defaultOutputTokens: must be at least 1")
+	}
+	if r.Throttle.MaxRetryAfter < r.Throttle.DefaultRetryAfter {
+		add("throttle.maxRetryAfter: must not be below throttle.defaultRetryAfter")
+	}
+	if r.Circuit.Failures < 1 || r.Circuit.Failures > 100 {
+		add("circuit.failures: %d is out of range 1..100", r.Circuit.Failures)
+	}
+	if r.Limits.MaxRequestBodyBytes < 1<<10 {
+		add("limits.maxRequestBodyBytes: %d is below the 1 KiB minimum", r.Limits.MaxRequestBodyBytes)
+	}
+	return p
+}
+
+func checkEndpoint(raw string) error {
+	if raw == "" {
+		return fmt.Errorf("required")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+		return fmt.Errorf("%q must be just scheme and host, like https://NAME.openai.azure.com", raw)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			return fmt.Errorf("%q: plain http is accepted only for loopback addresses", raw)
+		}
+	default:
+		return fmt.Errorf("%q must use https", raw)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isLetter(c) && (c < '0' || c > '9') && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// validDeploymentName follows Azure OpenAI's rule for deployment names, which the gateway
+// also applies to logical names so that they can stand in a URL path unescaped.
+func validDeploymentName(s string) bool {
+	if s == "" || len(s) > 64 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isLetter(c) && (c < '0' || c > '9') && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkKeys walks the document's tokens against the Routing type and reports keys it does
+// not know and keys given twice; encoding/json silently ignores the first and keeps the last.
+func checkKeys(doc []byte) []string {
+	var probs []string
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	walkKeys(dec, reflect.TypeOf(Routing{}), "", &probs)
+	return probs
+}
+
+func walkKeys(dec *json.Decoder, t reflect.Type, path string, probs *[]string) {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return
+	}
+	switch delim {
+	case '[':
+		var elem reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			elem = t.Elem()
+		}
+		for i := 0; dec.More(); i++ {
+			walkKeys(dec, elem, fmt.Sprintf("%s[%d]", path, i), probs)
+		}
+	case '{':
+		seen := map[string]bool{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return
+			}
+			key, _ := kt.(string)
+			at := key
+			if path != "" {
+				at = path + "." + key
+			}
+			if seen[key] {
+				*probs = append(*probs, at+": given more than once")
+			}
+			seen[key] = true
+			var next reflect.Type
+			switch {
+			case t == nil:
+			case t.Kind() == reflect.Map:
+				next = t.Elem()
+			case t.Kind() == reflect.Struct:
+				if f, ok := fieldByJSONName(t, key); ok {
+					next = f
+				} else {
+					*probs = append(*probs, at+": unknown field"+suggest(t, key))
+				}
+			}
+			walkKeys(dec, next, at, probs)
+		}
+	}
+	_, _ = dec.Token() // the closing delimiter
+}
+
+func fieldByJSONName(t reflect.Type, name string) (reflect.Type, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if tag == name {
+			return f.Type, true
+		}
+	}
+	return nil, false
+}
+
+// suggest names a known field that differs only in case, the commonest slip.
+func suggest(t reflect.Type, key string) string {
+	var known []string
+	for i := 0; i < t.NumField(); i++ {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if strings.EqualFold(tag, key) {
+			return fmt.Sprintf(" (did you mean %q?)", tag)
+		}
+		known = append(known, tag)
+	}
+	return " (known: " + strings.Join(known, ", ") + ")"
+}

@@ -1,0 +1,188 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/route"
+	"github.com/aoai-failover/gateway/handler/internal/state"
+)
+
+// writeAllFailed answers when no target produced a response: 429 when every target is
+// throttled (with the shortest wait), else 504 when the failures were timeouts, else 502.
+func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attempt, skipped []route.Skipped) {
+	now := g.opt.Now()
+	var details []attemptDetail
+	allThrottled, anyTimeout, anyOther := true, false, false
+	var soonest time.Time
+	note := func(at time.Time) {
+		if !at.IsZero() && (soonest.IsZero() || at.Before(soonest)) {
+			soonest = at
+		}
+	}
+	for _, a := range tried {
+		d := attemptDetail{Target: a.target.ID, Status: a.status, Reason: a.reason}
+		switch a.kind {
+		case state.Throttled:
+			d.Outcome = "throttled"
+			free := a.start.Add(a.dur).Add(a.wait)
+			note(free)
+			d.FreeAt, d.RetryAfter = free.UTC().Format(time.RFC3339Nano), a.wait.Round(time.Millisecond).String()
+		case state.Misconfigured:
+			d.Outcome, allThrottled, anyOther = "misconfigured", false, true
+		default:
+			d.Outcome, allThrottled = "failed", false
+			if a.timeout {
+				d.Outcome, anyTimeout = "timeout", true
+			} else {
+				anyOther = true
+			}
+		}
+		details = append(details, d)
+	}
+	for _, s := range skipped {
+		d := attemptDetail{Target: s.Target.ID, Outcome: "skipped: failing", FreeAt: s.Until.UTC().Format(time.RFC3339Nano)}
+		if s.Throttled {
+			d.Outcome = "skipped: throttled"
+			d.RetryAfter = s.Until.Sub(now).Round(time.Millisecond).String()
+		} else {
+			allThrottled = false
+		}
+		note(s.Until)
+		details = append(details, d)
+	}
+
+	h := w.Header()
+	h.Set(headerServedBy, "none")
+	h.Set(headerAttempts, strconv.Itoa(len(tried)))
+	if !soonest.IsZero() {
+		setRetryAfter(h, soonest.Sub(now))
+	}
+	var status int
+	var code, msg string
+	switch {
+	case allThrottled && len(details) > 0:
+		status, code = http.StatusTooManyRequests, "AllTargetsThrottled"
+		msg = fmt.Sprintf("every target of deployment %q is throttled; the first frees up in %s: %s",
+			c.logical, soonest.Sub(now).Round(time.Millisecond), summary(details))
+	case anyTimeout && !anyOther:
+		status, code = http.StatusGatewayTimeout, "AllTargetsTimedOut"
+		msg = fmt.Sprintf("no target of deployment %q answered in time: %s", c.logical, summary(details))
+	default:
+		status, code = http.StatusBadGateway, "AllTargetsFailed"
+		msg = fmt.Sprintf("no target of deployment %q could serve the request: %s", c.logical, summary(details))
+	}
+	c.log.status = status
+	writeErrorDetails(w, status, code, msg, details)
+}
+
+// setRetryAfter sets both forms of the wait: whole seconds (rounded up, at least 1) and ms.
+func setRetryAfter(h http.Header, wait time.Duration) {
+	if wait < 0 {
+		wait = 0
+	}
+	secs := int(math.Ceil(wait.Seconds()))
+	h.Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	h.Set("Retry-After-Ms", strconv.FormatInt(wait.Milliseconds(), 10))
+}
+
+func summary(details []attemptDetail) string {
+	parts := make([]string, 0, len(details))
+	for _, d := range details {
+		s := d.Target + " " + d.Outcome
+		if d.Status != 0 {
+			s += fmt.Sprintf(" (%d)", d.Status)
+		}
+		if d.RetryAfter != "" {
+			s += " until " + d.FreeAt
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// requestLog is the one record written per request. It holds no body, key or token.
+type requestLog struct {
+	method, path string
+	logical      string
+	stream       bool
+	status       int
+	servedBy     string
+	upstreamID   string
+	attempts     []*attempt
+	firstByte    time.Duration
+	firstToken   time.Duration
+	usage        *Usage
+	broken       string
+}
+
+func (g *Gateway) logRequest(ctx context.Context, c *call) {
+	l := c.log
+	attrs := make([]slog.Attr, 0, 14)
+	attrs = append(attrs,
+		slog.String("method", l.method), slog.String("path", l.path), slog.Int("status", l.status),
+		slog.String("deployment", l.logical), slog.Bool("stream", l.stream),
+		slog.String("servedBy", orNone(l.servedBy)), slog.Int("attempts", len(l.attempts)),
+		slog.Float64("durationMs", ms(g.opt.Now().Sub(c.start))),
+	)
+	if l.firstByte > 0 {
+		attrs = append(attrs, slog.Float64("firstByteMs", ms(l.firstByte)))
+	}
+	if l.firstToken > 0 {
+		attrs = append(attrs, slog.Float64("firstTokenMs", ms(l.firstToken)))
+	}
+	if l.upstreamID != "" {
+		attrs = append(attrs, slog.String("upstreamRequestId", l.upstreamID))
+	}
+	if l.usage != nil {
+		attrs = append(attrs, slog.Group("usage", "prompt", l.usage.Prompt, "completion", l.usage.Completion, "total", l.usage.Total))
+	}
+	if l.broken != "" {
+		attrs = append(attrs, slog.String("broken", l.broken))
+	}
+	if len(l.attempts) > 1 || (len(l.attempts) == 1 && l.attempts[0].resp == nil) {
+		list := make([]any, 0, len(l.attempts))
+		for _, a := range l.attempts {
+			list = append(list, map[string]any{"target": a.target.ID, "status": a.status, "outcome": outcomeName(a), "ms": ms(a.dur), "reason": a.reason})
+		}
+		attrs = append(attrs, slog.Any("tried", list))
+	}
+	level := slog.LevelInfo
+	if l.status >= 500 {
+		level = slog.LevelWarn
+	}
+	g.opt.Logger.LogAttrs(ctx, level, "request", attrs...)
+}
+
+func outcomeName(a *attempt) string {
+	switch {
+	case a.resp != nil:
+		return "served"
+	case a.timeout:
+		return "timeout"
+	}
+	switch a.kind {
+	case state.Throttled:
+		return "throttled"
+	case state.Misconfigured:
+		return "misconfigured"
+	case state.Abandoned:
+		return "abandoned"
+	}
+	return "failed"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/10) / 100 }

@@ -1,0 +1,454 @@
+// Package proxy is the forwarder: it reads and buffers a caller's request, tries the planned
+// targets in order with the body replayed to each, classifies every outcome, and streams the
+// first usable answer back. Nothing is sent to the caller before a target's first event (or
+// first body bytes) has arrived, so a target that fails before that point costs the caller
+// only time; after it there is no failover.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/config"
+	"github.com/aoai-failover/gateway/handler/internal/route"
+	"github.com/aoai-failover/gateway/handler/internal/state"
+)
+
+// Credentials sets the backend credential for an account on an outgoing request's headers.
+type Credentials interface {
+	Authorize(ctx context.Context, account string, h http.Header) error
+}
+
+// State is what the forwarder needs of the shared target state.
+type State interface {
+	route.Availability
+	Acquire(id string, now time.Time) bool
+	Record(id string, o state.Outcome)
+}
+
+// Options configure a Gateway. Every field is required except Logger and Now.
+type Options struct {
+	Planner      *route.Planner
+	State        State
+	Credentials  Credentials
+	Transport    http.RoundTripper
+	Timeouts     config.Timeouts
+	Throttle     config.Throttle
+	MaxBodyBytes int64
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+// Gateway serves the Azure OpenAI routes.
+type Gateway struct {
+	opt Options
+}
+
+// New returns a Gateway.
+func New(opt Options) *Gateway {
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	return &Gateway{opt: opt}
+}
+
+// call is one caller request, read and understood.
+type call struct {
+	fam     family
+	logical string
+	rest    string // operation path after the logical name, deployments family only
+	query   string
+	path    string
+	body    []byte
+	info    bodyInfo
+	header  http.Header
+	start   time.Time
+	log     *requestLog
+}
+
+func (c *call) upstreamURL(t route.Target) string {
+	var b strings.Builder
+	b.Grow(len(t.Endpoint) + len(c.path) + len(c.query) + 32)
+	b.WriteString(t.Endpoint)
+	if c.fam == familyDeployments {
+		b.WriteString("/openai/deployments/")
+		b.WriteString(t.Deployment)
+		b.WriteString(c.rest)
+	} else {
+		b.WriteString(c.path)
+	}
+	if c.query != "" {
+		b.WriteByte('?')
+		b.WriteString(c.query)
+	}
+	return b.String()
+}
+
+func (c *call) bodyFor(t route.Target) []byte {
+	if c.fam != familyDeployments && c.info.hasModel {
+		return withModel(c.body, c.info, t.Deployment)
+	}
+	return c.body
+}
+
+// ServeHTTP handles one request on the Azure OpenAI routes.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := &call{start: g.opt.Now(), path: r.URL.Path, query: r.URL.RawQuery}
+	c.log = &requestLog{method: r.Method, path: r.URL.Path}
+	defer func() { g.logRequest(r.Context(), c) }()
+
+	fam, logical, rest, perr := parsePath(r.URL.Path, r.URL.EscapedPath())
+	if perr != nil {
+		c.log.status = perr.status
+		WriteError(w, perr.status, perr.code, perr.message)
+		return
+	}
+	if r.Method != http.MethodPost {
+		c.log.status = http.StatusMethodNotAllowed
+		w.Header().Set("Allow", http.MethodPost)
+		WriteError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "method "+r.Method+" is not allowed here; use POST")
+		return
+	}
+	c.fam, c.logical, c.rest = fam, logical, rest
+
+	body, status, msg := readBody(r, g.opt.MaxBodyBytes)
+	if status != 0 {
+		c.log.status = status
+		code := "InvalidRequest"
+		if status == http.StatusRequestEntityTooLarge {
+			code = "RequestTooLarge"
+		}
+		WriteError(w, status, code, msg)
+		return
+	}
+	c.body = body
+	jsonBody := isJSON(r.Header.Get("Content-Type"))
+	if jsonBody && len(body) > 0 {
+		var ok bool
+		c.info, ok = scanBody(body)
+		if !ok && fam != familyDeployments {
+			c.log.status = http.StatusBadRequest
+			WriteError(w, http.StatusBadRequest, "InvalidRequest", "the request body is not a valid JSON object")
+			return
+		}
+	}
+	if fam != familyDeployments {
+		switch {
+		case len(body) == 0:
+			c.log.status = http.StatusBadRequest
+			WriteError(w, http.StatusBadRequest, "InvalidRequest", "a request body is required: a JSON object whose \"model\" names the deployment")
+			return
+		case !jsonBody:
+			c.log.status = http.StatusBadRequest
+			WriteError(w, http.StatusBadRequest, "InvalidRequest", "the request body must be JSON (Content-Type: application/json)")
+			return
+		case !c.info.hasModel:
+			c.log.status = http.StatusBadRequest
+			WriteError(w, http.StatusBadRequest, "InvalidRequest", "the request body has no \"model\" string naming the deployment")
+			return
+		}
+		c.logical = c.info.model
+	}
+	c.log.logical = c.logical
+	c.log.stream = c.info.stream
+
+	plan, ok := g.opt.Planner.Plan(c.logical, g.opt.State, c.start)
+	if !ok {
+		c.log.status = http.StatusNotFound
+		WriteError(w, http.StatusNotFound, "DeploymentNotFound", fmt.Sprintf(
+			"the deployment %q does not exist on this gateway; known deployments: %s",
+			c.logical, strings.Join(g.opt.Planner.Names(), ", ")))
+		return
+	}
+	c.header = outboundHeaders(r.Header, c.info.stream)
+	g.forward(w, r, c, plan)
+}
+
+// readBody reads the whole request body so that it can be replayed to each target. It returns
+// a non-zero status with a message when the body is too large or cannot be read.
+func readBody(r *http.Request, max int64) ([]byte, int, string) {
+	tooLarge := fmt.Sprintf("the request body is larger than the gateway's limit of %d bytes", max)
+	if r.ContentLength > max {
+		return nil, http.StatusRequestEntityTooLarge, tooLarge
+	}
+	if r.Body == nil || r.ContentLength == 0 {
+		return nil, 0, ""
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + 1)
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
+	if n > max {
+		return nil, http.StatusRequestEntityTooLarge, tooLarge
+	}
+	if err != nil {
+		return nil, http.StatusBadRequest, "the request body could not be read completely"
+	}
+	return buf.Bytes(), 0, ""
+}
+
+// Stage timeouts are causes of an attempt's cancellation, so the failure can say which wait ran out.
+var (
+	errHeaderTimeout     = errors.New("no response headers in time")
+	errFirstEventTimeout = errors.New("no first stream event in time")
+	errIdleTimeout       = errors.New("the response went silent")
+)
+
+// attempt is one try of one target.
+type attempt struct {
+	target  route.Target
+	kind    state.Kind
+	status  int
+	reason  string
+	timeout bool
+	wait    time.Duration // for 429
+	start   time.Time
+	dur     time.Duration
+	reqID   string
+
+	// Set when the attempt produced a response to commit.
+	resp     *http.Response
+	cancel   context.CancelCauseFunc
+	idle     *time.Timer
+	head     []byte // the buffered start of a plain body
+	complete bool   // head is the whole body
+	events   *eventReader
+	first    []byte // the first stream event
+}
+
+func (a *attempt) close() {
+	if a.idle != nil {
+		a.idle.Stop()
+	}
+	if a.resp != nil {
+		a.resp.Body.Close()
+	}
+	if a.cancel != nil {
+		a.cancel(context.Canceled)
+	}
+}
+
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan route.Plan) {
+	ctx, cancel := context.WithTimeout(r.Context(), g.opt.Timeouts.Request.D())
+	defer cancel()
+
+	skipped := plan.Skipped
+	var tried []*attempt
+	for _, t := range plan.Candidates {
+		if !g.opt.State.Acquire(t.ID, g.opt.Now()) {
+			// Another request holds the one probe of this half-open target.
+			skipped = append(skipped, route.Skipped{Target: t, Until: g.opt.Now().Add(time.Second)})
+			continue
+		}
+		a := g.try(ctx, r.Context(), c, t)
+		tried = append(tried, a)
+		c.log.attempts = append(c.log.attempts, a)
+		if a.resp != nil {
+			g.commit(w, r.Context(), c, a, len(tried))
+			return
+		}
+		if a.kind == state.Abandoned || ctx.Err() != nil {
+			break // the caller left or the request's own deadline passed: no more targets
+		}
+	}
+	if r.Context().Err() != nil {
+		c.log.status = 499 // the caller is gone; nothing can be written
+		return
+	}
+	g.writeAllFailed(w, c, tried, skipped)
+}
+
+// try sends the request to one target and reads up to the commit point.
+func (g *Gateway) try(ctx, callerCtx context.Context, c *call, t route.Target) *attempt {
+	a := &attempt{target: t, start: g.opt.Now()}
+	defer func() { a.dur = g.opt.Now().Sub(a.start) }()
+	actx, cancel := context.WithCancelCause(ctx)
+	a.cancel = cancel
+
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, c.upstreamURL(t), bytes.NewReader(c.bodyFor(t)))
+	if err != nil {
+		return g.fail(a, state.Failed, 0, "bad upstream request: "+err.Error())
+	}
+	req.Header = c.header.Clone()
+	if err := g.opt.Credentials.Authorize(ctx, t.Account, req.Header); err != nil {
+		return g.fail(a, state.Misconfigured, 0, "no credential: "+err.Error())
+	}
+
+	to := g.opt.Timeouts
+	headerWait, headerErr := to.FirstByte.D(), errFirstEventTimeout
+	if !c.info.stream {
+		// Azure OpenAI sends a non-streaming answer's headers only when it is complete.
+		tokens := c.info.outputTokens
+		if tokens <= 0 {
+			tokens = to.DefaultOutputTokens
+		}
+		headerWait = to.FirstByte.D() + time.Duration(min(int64(tokens), math.MaxInt32))*to.PerOutputToken.D()
+		headerErr = errHeaderTimeout
+	}
+	stage := time.AfterFunc(headerWait, func() { cancel(headerErr) })
+	defer stage.Stop()
+
+	resp, err := g.opt.Transport.RoundTrip(req)
+	if err != nil {
+		return g.failErr(a, ctx, callerCtx, actx, err)
+	}
+	a.reqID = firstHeader(resp.Header, "Apim-Request-Id", "X-Request-Id")
+	a.status = resp.StatusCode
+	quota := readQuota(resp.Header)
+
+	switch code := resp.StatusCode; {
+	case code == http.StatusTooManyRequests:
+		wait, source := state.RetryAfter(resp.Header, g.opt.Now(), g.opt.Throttle.DefaultRetryAfter.D(), g.opt.Throttle.MaxRetryAfter.D())
+		drain(resp.Body)
+		a.wait = wait
+		g.opt.State.Record(t.ID, state.Outcome{Kind: state.Throttled, Status: code, Wait: wait, Reason: "429, wait " + wait.Round(time.Millisecond).String() + " from " + source, Quota: quota})
+		return g.done(a, state.Throttled, code, "throttled for "+wait.Round(time.Millisecond).String())
+	case code == http.StatusRequestTimeout || code >= 500:
+		drain(resp.Body)
+		return g.fail(a, state.Failed, code, http.StatusText(code))
+	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusNotFound:
+		drain(resp.Body)
+		return g.fail(a, state.Misconfigured, code, http.StatusText(code)+": check this target's key and deployment name")
+	}
+
+	a.resp = resp
+	if isEventStream(resp.Header.Get("Content-Type")) {
+		// The stage timer keeps running: the first event must come within FirstByte of the start.
+		a.events = newEventReader(resp.Body, g.opt.Logger)
+		ev, err := a.events.next()
+		if err != nil {
+			a.resp = nil
+			resp.Body.Close()
+			if errors.Is(err, io.EOF) {
+				return g.fail(a, state.Failed, a.status, "the stream ended before its first event")
+			}
+			return g.failErr(a, ctx, callerCtx, actx, err)
+		}
+		a.first = ev
+	} else {
+		stage.Stop()
+		a.idle = time.AfterFunc(to.StreamIdle.D(), func() { cancel(errIdleTimeout) })
+		head, complete, err := readHead(resp.Body, a.idle, to.StreamIdle.D())
+		if err != nil {
+			a.resp = nil
+			resp.Body.Close()
+			return g.failErr(a, ctx, callerCtx, actx, err)
+		}
+		a.head, a.complete = head, complete
+	}
+	kind := state.Succeeded // a 4xx here is the caller's problem, not the target's
+	g.opt.State.Record(t.ID, state.Outcome{Kind: kind, Status: a.status, Quota: quota})
+	a.kind = kind
+	return a
+}
+
+func (g *Gateway) done(a *attempt, kind state.Kind, status int, reason string) *attempt {
+	a.kind, a.status, a.reason = kind, status, reason
+	a.cancel(context.Canceled)
+	return a
+}
+
+// fail records a failed attempt with the target's state and ends it.
+func (g *Gateway) fail(a *attempt, kind state.Kind, status int, reason string) *attempt {
+	g.opt.State.Record(a.target.ID, state.Outcome{Kind: kind, Status: status, Reason: reason, Quota: state.UnknownQuota})
+	return g.done(a, kind, status, reason)
+}
+
+// failErr classifies a transport or read error: the caller leaving is nobody's fault, the
+// request's overall deadline and stage timeouts are timeouts, anything else a connection failure.
+func (g *Gateway) failErr(a *attempt, ctx, callerCtx, actx context.Context, err error) *attempt {
+	switch cause := context.Cause(actx); {
+	case callerCtx.Err() != nil:
+		g.opt.State.Record(a.target.ID, state.Outcome{Kind: state.Abandoned, Quota: state.UnknownQuota})
+		return g.done(a, state.Abandoned, 0, "the caller went away")
+	case ctx.Err() != nil:
+		a.timeout = true
+		return g.fail(a, state.Failed, 0, "the request's deadline passed")
+	case errors.Is(cause, errHeaderTimeout), errors.Is(cause, errFirstEventTimeout), errors.Is(cause, errIdleTimeout):
+		a.timeout = true
+		return g.fail(a, state.Failed, a.status, cause.Error())
+	default:
+		return g.fail(a, state.Failed, a.status, "connection failed: "+shortError(err))
+	}
+}
+
+// shortError strips the request URL that net/http puts in its errors, keeping the cause.
+func shortError(err error) string {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) && strings.HasPrefix(err.Error(), "Post ") {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner.Error()
+		}
+	}
+	return err.Error()
+}
+
+// drain reads a little of a body that is being discarded so that the connection can be
+// reused, then closes it.
+func drain(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, 64<<10)
+	body.Close()
+}
+
+// headLimit is how much of a plain (non-stream) body is read before committing. Chat answers fit
+// whole, which lets the gateway fail over if the body breaks and set an exact Content-Length.
+const headLimit = 256 << 10
+
+func readHead(body io.Reader, idle *time.Timer, idleWait time.Duration) ([]byte, bool, error) {
+	buf := make([]byte, 0, 4096)
+	for len(buf) < headLimit {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if n > 0 {
+			idle.Reset(idleWait)
+		}
+		if err == io.EOF {
+			return buf, true, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	return buf, false, nil
+}
+
+func readQuota(h http.Header) state.Quota {
+	q := state.UnknownQuota
+	if v, err := strconv.ParseInt(h.Get("X-Ratelimit-Remaining-Tokens"), 10, 64); err == nil && v >= 0 {
+		q.Tokens = v
+	}
+	if v, err := strconv.ParseInt(h.Get("X-Ratelimit-Remaining-Requests"), 10, 64); err == nil && v >= 0 {
+		q.Requests = v
+	}
+	return q
+}
+
+func firstHeader(h http.Header, names ...string) string {
+	for _, n := range names {
+		if v := h.Get(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func isEventStream(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
+}

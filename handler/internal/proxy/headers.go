@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"net/http"
+	"net/textproto"
+	"strings"
+)
+
+const (
+	headerServedBy = "X-Served-By"
+	headerAttempts = "X-Gateway-Attempts"
+)
+
+// hopByHop headers belong to one connection and are never forwarded (RFC 9110 7.6.1).
+var hopByHop = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+}
+
+// callerOnly headers carry the caller's credentials or describe the caller's own request body;
+// the gateway sets its own.
+var callerOnly = map[string]bool{
+	"Api-Key": true, "Authorization": true, "Cookie": true, "Ocp-Apim-Subscription-Key": true,
+	"Host": true, "Content-Length": true, "Expect": true,
+}
+
+// outboundHeaders copies the caller's headers for a backend request, minus hop-by-hop and
+// credential headers. Accept-Encoding is dropped for streams so that events can be read.
+func outboundHeaders(in http.Header, stream bool) http.Header {
+	out := make(http.Header, len(in))
+	named := connectionNamed(in)
+	for k, vv := range in {
+		if hopByHop[k] || callerOnly[k] || named[k] || (stream && k == "Accept-Encoding") {
+			continue
+		}
+		out[k] = vv
+	}
+	return out
+}
+
+// copyResponseHeaders copies a backend's response headers to the caller, minus hop-by-hop.
+func copyResponseHeaders(dst, src http.Header) {
+	named := connectionNamed(src)
+	for k, vv := range src {
+		if hopByHop[k] || named[k] {
+			continue
+		}
+		dst[k] = vv
+	}
+}
+
+// connectionNamed returns the headers a Connection header lists, which are hop-by-hop too.
+func connectionNamed(h http.Header) map[string]bool {
+	vv := h["Connection"]
+	if len(vv) == 0 {
+		return nil
+	}
+	named := map[string]bool{}
+	for _, v := range vv {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				named[textproto.CanonicalMIMEHeaderKey(f)] = true
+			}
+		}
+	}
+	return named
+}

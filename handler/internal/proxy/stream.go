@@ -1,0 +1,300 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/state"
+)
+
+// commit sends the attempt's response to the caller: from here on there is no failover.
+func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *call, a *attempt, attempts int) {
+	defer a.close()
+	h := w.Header()
+	copyResponseHeaders(h, a.resp.Header)
+	h.Set(headerServedBy, a.target.ID)
+	h.Set(headerAttempts, strconv.Itoa(attempts))
+	c.log.servedBy, c.log.status, c.log.upstreamID = a.target.ID, a.resp.StatusCode, a.reqID
+	rc := http.NewResponseController(w)
+
+	if a.events != nil {
+		h.Del("Content-Length")
+		h.Set("X-Accel-Buffering", "no")
+		w.WriteHeader(a.resp.StatusCode)
+		c.log.firstByte = g.opt.Now().Sub(c.start)
+		g.relayEvents(w, rc, callerCtx, c, a)
+		return
+	}
+
+	if a.complete {
+		h.Set("Content-Length", strconv.Itoa(len(a.head)))
+	}
+	w.WriteHeader(a.resp.StatusCode)
+	c.log.firstByte = g.opt.Now().Sub(c.start)
+	if _, err := w.Write(a.head); err != nil {
+		return
+	}
+	c.log.usage = findUsage(a.head)
+	if a.complete {
+		return
+	}
+	_ = rc.Flush()
+	buf := make([]byte, 32<<10)
+	idle := g.opt.Timeouts.StreamIdle.D()
+	for {
+		n, err := a.resp.Body.Read(buf)
+		if n > 0 {
+			a.idle.Reset(idle)
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return // the caller left; closing the attempt cancels the upstream call
+			}
+		}
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			if callerCtx.Err() != nil {
+				return
+			}
+			g.broken(c, a, err)
+			// Abort so that the caller sees a broken response, never a truncated one that
+			// looks complete.
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// relayEvents passes a stream on event by event, flushing each, until [DONE], the end of the
+// stream, or a failure, which the caller learns of through an in-band error event.
+func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController, callerCtx context.Context, c *call, a *attempt) {
+	idleWait := g.opt.Timeouts.StreamIdle.D()
+	a.idle = time.AfterFunc(idleWait, func() { a.cancel(errIdleTimeout) })
+	ev := a.first
+	for {
+		if c.log.firstToken == 0 && hasContent(ev) {
+			c.log.firstToken = g.opt.Now().Sub(c.start)
+		}
+		if u := eventUsage(ev); u != nil {
+			c.log.usage = u
+		}
+		if _, err := w.Write(ev); err != nil {
+			return
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		if isDone(ev) {
+			return // finish promptly, whether or not the backend closes its end
+		}
+		a.idle.Reset(idleWait)
+		var err error
+		ev, err = a.events.next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			if callerCtx.Err() != nil {
+				return
+			}
+			cause := g.broken(c, a, err)
+			_, _ = w.Write(errorEvent(cause))
+			_ = rc.Flush()
+			return
+		}
+	}
+}
+
+// broken records a response that failed after it was committed and returns why, for the caller.
+func (g *Gateway) broken(c *call, a *attempt, err error) string {
+	reason := "the backend's response broke off: " + shortError(err)
+	if cause := context.Cause(a.resp.Request.Context()); errors.Is(cause, errIdleTimeout) {
+		reason = "the backend's response went silent for more than " + g.opt.Timeouts.StreamIdle.D().String()
+	} else if errors.Is(cause, context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+		reason = "the request's deadline of " + g.opt.Timeouts.Request.D().String() + " passed"
+	}
+	c.log.broken = reason
+	g.opt.State.Record(a.target.ID, state.Outcome{Kind: state.Failed, Status: a.status, Reason: reason, Quota: state.UnknownQuota})
+	return reason
+}
+
+func errorEvent(reason string) []byte {
+	b, _ := json.Marshal(errorBody{Error: errorDetail{Code: "StreamInterrupted", Message: reason + "; the answer is incomplete"}})
+	out := make([]byte, 0, len(b)+8)
+	out = append(out, "data: "...)
+	out = append(out, b...)
+	return append(out, "\n\n"...)
+}
+
+// eventReader reads server-sent events line by line. It drops events whose data is neither
+// JSON nor [DONE], so a caller's SDK never chokes on a malformed chunk.
+type eventReader struct {
+	r      *bufio.Reader
+	event  []byte
+	log    *slog.Logger
+	maxLen int
+}
+
+// maxEventBytes bounds one event; a larger one means the stream is not what it claims to be.
+const maxEventBytes = 4 << 20
+
+var errEventTooLarge = errors.New("a stream event exceeded 4 MiB")
+
+func newEventReader(r io.Reader, log *slog.Logger) *eventReader {
+	return &eventReader{r: bufio.NewReaderSize(r, 16<<10), log: log, maxLen: maxEventBytes}
+}
+
+// next returns the next whole event, ending in a blank line. At the end of the stream it
+// returns io.EOF; an unfinished last event that holds data is still returned first.
+func (e *eventReader) next() ([]byte, error) {
+	for {
+		ev, err := e.readEvent()
+		if len(ev) > 0 {
+			if e.valid(ev) {
+				return ev, nil
+			}
+			e.log.Warn("dropped a stream event whose data is not JSON", "bytes", len(ev))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (e *eventReader) readEvent() ([]byte, error) {
+	e.event = e.event[:0]
+	for {
+		line, err := e.r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			e.event = append(e.event, line...)
+			if len(e.event) > e.maxLen {
+				return nil, errEventTooLarge
+			}
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(line) > 0 {
+				e.event = append(e.event, line...)
+				e.event = append(e.event, '\n', '\n')
+				return e.event, io.EOF
+			}
+			if errors.Is(err, io.EOF) && len(bytes.TrimSpace(e.event)) > 0 {
+				return append(e.event, '\n'), io.EOF
+			}
+			return nil, err
+		}
+		if isBlank(line) {
+			if len(e.event) == 0 {
+				continue // stray blank lines between events
+			}
+			e.event = append(e.event, '\n')
+			return e.event, nil
+		}
+		if len(e.event)+len(line) > e.maxLen {
+			return nil, errEventTooLarge
+		}
+		e.event = append(e.event, line...)
+	}
+}
+
+func isBlank(line []byte) bool {
+	return len(line) == 1 || (len(line) == 2 && line[0] == '\r')
+}
+
+// valid: every data line of the event is JSON or [DONE]; an event without data (a comment,
+// a bare "event:" line) is passed on as it is.
+func (e *eventReader) valid(ev []byte) bool {
+	rest := ev
+	for len(rest) > 0 {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		data, ok := bytes.CutPrefix(line, []byte("data:"))
+		if !ok {
+			continue
+		}
+		data = bytes.TrimSpace(data)
+		if !bytes.Equal(data, []byte("[DONE]")) && !json.Valid(data) {
+			return false
+		}
+	}
+	return true
+}
+
+func isDone(ev []byte) bool {
+	return bytes.Contains(ev, []byte("data: [DONE]")) || bytes.Contains(ev, []byte("data:[DONE]"))
+}
+
+// hasContent: the event carries generated text, which marks the time to first token.
+func hasContent(ev []byte) bool {
+	return bytes.Contains(ev, []byte(`"content":"`)) && !bytes.Contains(ev, []byte(`"content":""`)) ||
+		bytes.Contains(ev, []byte(`"text":"`)) || bytes.Contains(ev, []byte(`"delta":"`))
+}
+
+// Usage is the token count an answer reports.
+type Usage struct {
+	Prompt     int `json:"prompt_tokens"`
+	Completion int `json:"completion_tokens"`
+	Total      int `json:"total_tokens"`
+	Input      int `json:"input_tokens"`
+	Output     int `json:"output_tokens"`
+}
+
+func (u *Usage) normalise() {
+	if u.Prompt == 0 && u.Input != 0 {
+		u.Prompt, u.Input = u.Input, 0
+	}
+	if u.Completion == 0 && u.Output != 0 {
+		u.Completion, u.Output = u.Output, 0
+	}
+	if u.Total == 0 {
+		u.Total = u.Prompt + u.Completion
+	}
+}
+
+var usageKey = []byte(`"usage"`)
+
+// findUsage reads the last "usage" object in a JSON body without decoding the rest.
+func findUsage(body []byte) *Usage {
+	i := bytes.LastIndex(body, usageKey)
+	if i < 0 {
+		return nil
+	}
+	s := scanner{b: body, i: i + len(usageKey)}
+	s.space()
+	if !s.eat(':') {
+		return nil
+	}
+	s.space()
+	start := s.i
+	if start >= len(body) || body[start] != '{' {
+		return nil
+	}
+	s.skipValue()
+	var u Usage
+	if json.Unmarshal(body[start:s.i], &u) != nil {
+		return nil
+	}
+	u.normalise()
+	if u.Total == 0 {
+		return nil
+	}
+	return &u
+}
+
+func eventUsage(ev []byte) *Usage {
+	if !bytes.Contains(ev, usageKey) {
+		return nil
+	}
+	return findUsage(ev)
+}

@@ -1,0 +1,148 @@
+// Package route turns a logical deployment name into the ordered list of real deployments to
+// try: lower priority first, weighted random order among equal priorities, minus the targets
+// that are known to be throttled or failing.
+package route
+
+import (
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/config"
+)
+
+// Target is one real deployment.
+type Target struct {
+	ID         string // "account/deployment"
+	Account    string
+	Deployment string
+	Endpoint   string // scheme://host of the account, no trailing slash
+	Region     string
+	Priority   int
+	Weight     int
+}
+
+// Availability is what the planner needs to know of each target's state.
+type Availability interface {
+	// Unavailable reports whether the target should be skipped at now, until when, and
+	// whether it is throttled (else failing).
+	Unavailable(id string, now time.Time) (until time.Time, throttled, skip bool)
+}
+
+// Skipped is a target left out of a plan.
+type Skipped struct {
+	Target    Target
+	Until     time.Time
+	Throttled bool
+}
+
+// Plan is the order in which to try targets for one request.
+type Plan struct {
+	Candidates []Target
+	Skipped    []Skipped
+}
+
+// Planner holds each logical deployment's targets grouped by priority.
+type Planner struct {
+	groups map[string][][]Target
+	names  []string
+	all    []Target
+}
+
+// New builds a planner from a validated routing document.
+func New(r config.Routing) *Planner {
+	p := &Planner{groups: map[string][][]Target{}}
+	seen := map[string]bool{}
+	for name, list := range r.Deployments {
+		p.names = append(p.names, name)
+		targets := make([]Target, 0, len(list))
+		for _, t := range list {
+			a := r.Accounts[t.Account]
+			rt := Target{
+				ID: t.ID(), Account: t.Account, Deployment: t.Deployment, Region: a.Region,
+				Endpoint: trimSlash(a.Endpoint), Priority: t.PriorityOrDefault(), Weight: t.WeightOrDefault(),
+			}
+			targets = append(targets, rt)
+			if !seen[rt.ID] {
+				seen[rt.ID] = true
+				p.all = append(p.all, rt)
+			}
+		}
+		// Stable so that the configured order decides among equal priorities when weights tie
+		// in tests that fix the random source; production order is random by weight.
+		sort.SliceStable(targets, func(i, j int) bool { return targets[i].Priority < targets[j].Priority })
+		var groups [][]Target
+		for i := 0; i < len(targets); {
+			j := i
+			for j < len(targets) && targets[j].Priority == targets[i].Priority {
+				j++
+			}
+			groups = append(groups, targets[i:j])
+			i = j
+		}
+		p.groups[name] = groups
+	}
+	sort.Strings(p.names)
+	sort.Slice(p.all, func(i, j int) bool { return p.all[i].ID < p.all[j].ID })
+	return p
+}
+
+func trimSlash(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '/' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// Names returns the logical deployment names, sorted.
+func (p *Planner) Names() []string { return p.names }
+
+// Targets returns every distinct target, sorted by id.
+func (p *Planner) Targets() []Target { return p.all }
+
+// Groups returns a logical name's targets grouped by priority, in configured order.
+func (p *Planner) Groups(name string) [][]Target { return p.groups[name] }
+
+// Plan orders the targets of a logical name for one request. ok is false for an unknown name.
+func (p *Planner) Plan(name string, avail Availability, now time.Time) (plan Plan, ok bool) {
+	groups, ok := p.groups[name]
+	if !ok {
+		return Plan{}, false
+	}
+	n := 0
+	for _, g := range groups {
+		n += len(g)
+	}
+	plan.Candidates = make([]Target, 0, n)
+	for _, g := range groups {
+		start := len(plan.Candidates)
+		for _, t := range g {
+			if until, throttled, skip := avail.Unavailable(t.ID, now); skip {
+				plan.Skipped = append(plan.Skipped, Skipped{Target: t, Until: until, Throttled: throttled})
+				continue
+			}
+			plan.Candidates = append(plan.Candidates, t)
+		}
+		weightedShuffle(plan.Candidates[start:])
+	}
+	return plan, true
+}
+
+// weightedShuffle orders ts so that each position is drawn at random in proportion to weight
+// among the targets not yet placed.
+func weightedShuffle(ts []Target) {
+	for i := 0; i < len(ts)-1; i++ {
+		total := 0
+		for _, t := range ts[i:] {
+			total += t.Weight
+		}
+		r := rand.IntN(total)
+		for j := i; j < len(ts); j++ {
+			r -= ts[j].Weight
+			if r < 0 {
+				ts[i], ts[j] = ts[j], ts[i]
+				break
+			}
+		}
+	}
+}

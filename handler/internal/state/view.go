@@ -1,0 +1,377 @@
+package state
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Kind says what an attempt on a target showed.
+type Kind int
+
+const (
+	// Succeeded: the target answered (2xx, or a 4xx that is the caller's problem).
+	Succeeded Kind = iota
+	// Throttled: 429; the target is skipped until the wait has passed.
+	Throttled
+	// Failed: 5xx, 408, connection error or timeout; enough of them in a row open the circuit.
+	Failed
+	// Misconfigured: 401/403/404; the target is reported failing and skipped for a while.
+	Misconfigured
+	// Abandoned: the caller went away; nothing was learned about the target.
+	Abandoned
+)
+
+// Outcome is what an attempt tells the view.
+type Outcome struct {
+	Kind   Kind
+	Status int           // HTTP status, 0 for a connection error or timeout
+	Wait   time.Duration // for Throttled
+	Reason string        // short, for /status and logs; never secret
+	Quota  Quota
+}
+
+// Quota is a target's remaining rate-limit budget as its last response reported it.
+type Quota struct {
+	Tokens, Requests int64 // -1 when unknown
+}
+
+// UnknownQuota is a Quota with nothing known.
+var UnknownQuota = Quota{Tokens: -1, Requests: -1}
+
+// Options configure a View.
+type Options struct {
+	Targets         []string      // every target id the view tracks
+	Store           Store         // where marks are shared
+	Shared          bool          // whether Store reaches other instances (for /status)
+	Instance        string        // this instance's name, written with its marks
+	CircuitFailures int           // consecutive failures that open the circuit
+	CircuitCooldown time.Duration // how long an open circuit skips the target
+	Misconfigured   time.Duration // how long a 401/403/404 target is skipped
+	ProbeTimeout    time.Duration // how long one probe may hold a half-open target
+	SyncInterval    time.Duration // how often the store is read
+	Now             func() time.Time
+	Logger          *slog.Logger
+}
+
+// View is the in-memory picture of every target that requests read. Its methods never wait
+// for the store: marks are written through by Run in the background.
+type View struct {
+	opt     Options
+	targets map[string]*target
+
+	pendMu  sync.Mutex
+	pending map[string]Mark
+	kick    chan struct{}
+
+	healthMu sync.Mutex
+	health   StoreHealth
+}
+
+type target struct {
+	mu             sync.Mutex
+	throttledUntil time.Time
+	failingUntil   time.Time
+	probeUntil     time.Time // a probe of a half-open target is in flight until then
+	lastSuccess    time.Time
+	failures       int
+	lastStatus     int
+	lastReason     string
+	lastChange     time.Time
+	quota          Quota
+	quotaAt        time.Time
+}
+
+// NewView returns a view of opt.Targets, all available.
+func NewView(opt Options) *View {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.SyncInterval <= 0 {
+		opt.SyncInterval = time.Second
+	}
+	v := &View{opt: opt, targets: map[string]*target{}, pending: map[string]Mark{}, kick: make(chan struct{}, 1)}
+	for _, id := range opt.Targets {
+		v.targets[id] = &target{quota: UnknownQuota}
+	}
+	v.health = StoreHealth{Shared: opt.Shared, Healthy: true}
+	return v
+}
+
+// Unavailable reports whether a target should be left out of a plan at now, and if so until
+// when and whether because it is throttled (else failing).
+func (v *View) Unavailable(id string, now time.Time) (until time.Time, throttled, skip bool) {
+	t := v.targets[id]
+	if t == nil {
+		return time.Time{}, false, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case now.Before(t.throttledUntil):
+		return t.throttledUntil, true, true
+	case now.Before(t.failingUntil):
+		return t.failingUntil, false, true
+	case t.halfOpen(now) && now.Before(t.probeUntil):
+		// Another request is probing whether the target has recovered.
+		return t.probeUntil, false, true
+	}
+	return time.Time{}, false, false
+}
+
+// Acquire is called just before an attempt. It returns false when the target's circuit is
+// half-open and another request already holds the one probe.
+func (v *View) Acquire(id string, now time.Time) bool {
+	t := v.targets[id]
+	if t == nil {
+		return true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.halfOpen(now) {
+		return true
+	}
+	if now.Before(t.probeUntil) {
+		return false
+	}
+	t.probeUntil = now.Add(v.opt.ProbeTimeout)
+	return true
+}
+
+// halfOpen: the circuit opened, its cool-down has passed, and no success has been seen since.
+func (t *target) halfOpen(now time.Time) bool {
+	return !t.failingUntil.IsZero() && !now.Before(t.failingUntil) && t.lastSuccess.Before(t.failingUntil)
+}
+
+// Record takes an attempt's outcome.
+func (v *View) Record(id string, o Outcome) {
+	t := v.targets[id]
+	if t == nil {
+		return
+	}
+	now := v.opt.Now()
+	var share *Mark
+	t.mu.Lock()
+	t.probeUntil = time.Time{}
+	if o.Quota.Tokens >= 0 || o.Quota.Requests >= 0 {
+		t.quota, t.quotaAt = o.Quota, now
+	}
+	if o.Kind != Abandoned {
+		t.lastStatus, t.lastReason, t.lastChange = o.Status, o.Reason, now
+	}
+	switch o.Kind {
+	case Succeeded:
+		t.failures = 0
+		t.lastSuccess = now
+	case Throttled:
+		t.throttledUntil = later(t.throttledUntil, now.Add(o.Wait))
+		share = &Mark{ThrottledUntil: t.throttledUntil}
+	case Failed:
+		t.failures++
+		wasProbe := t.halfOpen(now)
+		if wasProbe || t.failures >= v.opt.CircuitFailures {
+			t.failures = 0
+			t.failingUntil = later(t.failingUntil, now.Add(v.opt.CircuitCooldown))
+			share = &Mark{FailingUntil: t.failingUntil}
+			v.opt.Logger.Warn("circuit opened", "target", id, "until", t.failingUntil, "reason", o.Reason, "probe", wasProbe)
+		}
+	case Misconfigured:
+		t.failingUntil = later(t.failingUntil, now.Add(v.opt.Misconfigured))
+		share = &Mark{FailingUntil: t.failingUntil}
+	}
+	t.mu.Unlock()
+	if share != nil {
+		share.Target, share.Status, share.Reason, share.Instance, share.Updated = id, o.Status, o.Reason, v.opt.Instance, now
+		v.enqueue(*share)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func (v *View) enqueue(m Mark) {
+	v.pendMu.Lock()
+	if cur, ok := v.pending[m.Target]; ok {
+		cur.merge(m)
+		m = cur
+	}
+	v.pending[m.Target] = m
+	v.pendMu.Unlock()
+	select {
+	case v.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes marks through to the store and reads other instances' marks, until ctx ends.
+func (v *View) Run(ctx context.Context) {
+	tick := time.NewTicker(v.opt.SyncInterval)
+	defer tick.Stop()
+	v.Sync(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-v.kick:
+			v.push(ctx)
+		case <-tick.C:
+			v.Sync(ctx)
+		}
+	}
+}
+
+// Sync writes pending marks and reads the store once.
+func (v *View) Sync(ctx context.Context) {
+	err := v.push(ctx)
+	if err == nil {
+		err = v.pull(ctx)
+	}
+	v.setHealth(err)
+}
+
+// Flush writes pending marks that are still in the future; used at shutdown.
+func (v *View) Flush(ctx context.Context) error { return v.push(ctx) }
+
+func (v *View) push(ctx context.Context) error {
+	v.pendMu.Lock()
+	batch := v.pending
+	v.pending = map[string]Mark{}
+	v.pendMu.Unlock()
+	now := v.opt.Now()
+	var firstErr error
+	for id, m := range batch {
+		if !m.ThrottledUntil.After(now) && !m.FailingUntil.After(now) {
+			continue // nothing left to tell anyone
+		}
+		if err := v.opt.Store.Merge(ctx, m); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			v.pendMu.Lock()
+			if cur, ok := v.pending[id]; ok {
+				m.merge(cur)
+			}
+			v.pending[id] = m
+			v.pendMu.Unlock()
+		}
+	}
+	return firstErr
+}
+
+func (v *View) pull(ctx context.Context) error {
+	marks, err := v.opt.Store.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range marks {
+		t := v.targets[m.Target]
+		if t == nil {
+			continue
+		}
+		t.mu.Lock()
+		t.throttledUntil = later(t.throttledUntil, m.ThrottledUntil)
+		t.failingUntil = later(t.failingUntil, m.FailingUntil)
+		if m.Updated.After(t.lastChange) {
+			t.lastStatus, t.lastReason, t.lastChange = m.Status, m.Reason, m.Updated
+		}
+		t.mu.Unlock()
+	}
+	return nil
+}
+
+// StoreHealth is how the shared store is doing, for /status and /healthz.
+type StoreHealth struct {
+	Shared    bool      `json:"shared"`
+	Healthy   bool      `json:"healthy"`
+	LastError string    `json:"lastError,omitempty"`
+	LastSync  time.Time `json:"lastSync,omitzero"`
+}
+
+func (v *View) setHealth(err error) {
+	v.healthMu.Lock()
+	defer v.healthMu.Unlock()
+	was := v.health.Healthy
+	if err != nil {
+		v.health.Healthy, v.health.LastError = false, err.Error()
+		if was {
+			v.opt.Logger.Warn("state store degraded; serving on local state", "error", err)
+		}
+		return
+	}
+	v.health.Healthy, v.health.LastError, v.health.LastSync = true, "", v.opt.Now()
+	if !was {
+		v.opt.Logger.Info("state store recovered")
+	}
+}
+
+// Health returns the store's health.
+func (v *View) Health() StoreHealth {
+	v.healthMu.Lock()
+	defer v.healthMu.Unlock()
+	return v.health
+}
+
+// TargetStatus is one target as /status shows it.
+type TargetStatus struct {
+	Target              string     `json:"target"`
+	State               string     `json:"state"` // available, throttled, failing, probing
+	ThrottledUntil      *time.Time `json:"throttledUntil,omitempty"`
+	FailingUntil        *time.Time `json:"failingUntil,omitempty"`
+	LastStatus          int        `json:"lastStatus,omitempty"`
+	LastReason          string     `json:"lastReason,omitempty"`
+	LastChange          *time.Time `json:"lastChange,omitempty"`
+	RemainingTokens     *int64     `json:"remainingTokens,omitempty"`
+	RemainingRequests   *int64     `json:"remainingRequests,omitempty"`
+	RemainingSeenAt     *time.Time `json:"remainingSeenAt,omitempty"`
+	ConsecutiveFailures int        `json:"consecutiveFailures"`
+}
+
+// Snapshot returns every target's status, sorted by id.
+func (v *View) Snapshot(now time.Time) []TargetStatus {
+	out := make([]TargetStatus, 0, len(v.targets))
+	for id, t := range v.targets {
+		t.mu.Lock()
+		s := TargetStatus{Target: id, State: "available", LastStatus: t.lastStatus, LastReason: t.lastReason, ConsecutiveFailures: t.failures}
+		switch {
+		case now.Before(t.throttledUntil):
+			s.State = "throttled"
+		case now.Before(t.failingUntil):
+			s.State = "failing"
+		case t.halfOpen(now):
+			s.State = "probing"
+		}
+		if now.Before(t.throttledUntil) {
+			s.ThrottledUntil = timePtr(t.throttledUntil)
+		}
+		if now.Before(t.failingUntil) {
+			s.FailingUntil = timePtr(t.failingUntil)
+		}
+		if !t.lastChange.IsZero() {
+			s.LastChange = timePtr(t.lastChange)
+		}
+		if q := t.quota; q.Tokens >= 0 {
+			s.RemainingTokens = &q.Tokens
+		}
+		if q := t.quota; q.Requests >= 0 {
+			s.RemainingRequests = &q.Requests
+		}
+		if !t.quotaAt.IsZero() {
+			s.RemainingSeenAt = timePtr(t.quotaAt)
+		}
+		t.mu.Unlock()
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
+	return out
+}
+
+func timePtr(t time.Time) *time.Time { u := t.UTC(); return &u }
