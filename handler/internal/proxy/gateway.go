@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aoai-failover/gateway/handler/internal/config"
@@ -66,16 +67,16 @@ func New(opt Options) *Gateway {
 
 // call is one caller request, read and understood.
 type call struct {
-	fam     family
-	logical string
-	rest    string // operation path after the logical name, deployments family only
-	query   string
-	path    string
-	body    []byte
-	info    bodyInfo
-	header  http.Header
-	start   time.Time
-	log     *requestLog
+	fam      family
+	logical  string
+	rest     string // operation path after the logical name, deployments family only
+	query    string
+	path     string
+	body     []byte
+	info     bodyInfo
+	inHeader http.Header // the caller's headers; filtered afresh for each attempt
+	start    time.Time
+	log      *requestLog
 }
 
 func (c *call) upstreamURL(t route.Target) string {
@@ -172,7 +173,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			c.logical, strings.Join(g.opt.Planner.Names(), ", ")))
 		return
 	}
-	c.header = outboundHeaders(r.Header, c.info.stream)
+	c.inHeader = r.Header
 	g.forward(w, r, c, plan)
 }
 
@@ -239,6 +240,13 @@ func (a *attempt) close() {
 	if a.cancel != nil {
 		a.cancel(context.Canceled)
 	}
+	if a.events != nil {
+		a.events.release()
+	}
+	if a.head != nil {
+		putHead(a.head)
+		a.head = nil
+	}
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan route.Plan) {
@@ -282,7 +290,7 @@ func (g *Gateway) try(ctx, callerCtx context.Context, c *call, t route.Target) *
 	if err != nil {
 		return g.fail(a, state.Failed, 0, "bad upstream request: "+err.Error())
 	}
-	req.Header = c.header.Clone()
+	req.Header = outboundHeaders(c.inHeader, c.info.stream)
 	if err := g.opt.Credentials.Authorize(ctx, t.Account, req.Header); err != nil {
 		return g.fail(a, state.Misconfigured, 0, "no credential: "+err.Error())
 	}
@@ -332,6 +340,8 @@ func (g *Gateway) try(ctx, callerCtx context.Context, c *call, t route.Target) *
 		if err != nil {
 			a.resp = nil
 			resp.Body.Close()
+			a.events.release()
+			a.events = nil
 			if errors.Is(err, io.EOF) {
 				return g.fail(a, state.Failed, a.status, "the stream ended before its first event")
 			}
@@ -407,8 +417,18 @@ func drain(body io.ReadCloser) {
 // whole, which lets the gateway fail over if the body breaks and set an exact Content-Length.
 const headLimit = 256 << 10
 
+// headPool recycles head buffers; most answers fit the first 8 KiB.
+var headPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+func putHead(b []byte) {
+	if cap(b) <= 64<<10 {
+		b = b[:0]
+		headPool.Put(&b)
+	}
+}
+
 func readHead(body io.Reader, idle *time.Timer, idleWait time.Duration) ([]byte, bool, error) {
-	buf := make([]byte, 0, 4096)
+	buf := (*headPool.Get().(*[]byte))[:0]
 	for len(buf) < headLimit {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -422,6 +442,7 @@ func readHead(body io.Reader, idle *time.Timer, idleWait time.Duration) ([]byte,
 			return buf, true, nil
 		}
 		if err != nil {
+			putHead(buf)
 			return nil, false, err
 		}
 	}

@@ -36,7 +36,7 @@ type seenRequest struct {
 	body        string
 }
 
-func newBackend(t *testing.T, h http.HandlerFunc) *backend {
+func newBackend(t testing.TB, h http.HandlerFunc) *backend {
 	b := &backend{handler: h}
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -86,7 +86,7 @@ type testGateway struct {
 }
 
 // newGateway routes logical "chat" to one target per backend, in the given order of priority.
-func newGateway(t *testing.T, tune func(*config.Routing), backends ...*backend) *testGateway {
+func newGateway(t testing.TB, tune func(*config.Routing), backends ...*backend) *testGateway {
 	t.Helper()
 	accounts := map[string]any{}
 	var targets []any

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/aoai-failover/gateway/handler/internal/state"
@@ -147,8 +148,22 @@ const maxEventBytes = 4 << 20
 
 var errEventTooLarge = errors.New("a stream event exceeded 4 MiB")
 
+// readerPool recycles the stream readers' buffers: one per stream adds up under load.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
 func newEventReader(r io.Reader, log *slog.Logger) *eventReader {
-	return &eventReader{r: bufio.NewReaderSize(r, 16<<10), log: log, maxLen: maxEventBytes}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &eventReader{r: br, log: log, maxLen: maxEventBytes}
+}
+
+// release returns the reader's buffer; the reader must not be used afterwards.
+func (e *eventReader) release() {
+	if e.r != nil {
+		e.r.Reset(nil)
+		readerPool.Put(e.r)
+		e.r = nil
+	}
 }
 
 // next returns the next whole event, ending in a blank line. At the end of the stream it
