@@ -20,6 +20,7 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 	now := g.opt.Now()
 	var details []attemptDetail
 	allThrottled, anyTimeout, anyOther := true, false, false
+	allNotFound := len(tried) > 0
 	var soonest time.Time
 	note := func(at time.Time) {
 		if !at.IsZero() && (soonest.IsZero() || at.Before(soonest)) {
@@ -28,6 +29,13 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 	}
 	for _, a := range tried {
 		d := attemptDetail{Target: a.target.ID, Status: a.status, Reason: a.reason}
+		allNotFound = allNotFound && a.notFound
+		switch {
+		case a.notFound:
+			d.Outcome, allThrottled, anyOther = "not found", false, true
+			details = append(details, d)
+			continue
+		}
 		switch a.kind {
 		case state.Throttled:
 			d.Outcome = "throttled"
@@ -67,6 +75,9 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 	var status int
 	var code, msg string
 	switch {
+	case allNotFound && len(skipped) == 0:
+		status, code = http.StatusNotFound, "NotFound"
+		msg = fmt.Sprintf("every target of deployment %q answered 404 Resource not found: check the operation path and api-version", c.logical)
 	case allThrottled && len(details) > 0:
 		status, code = http.StatusTooManyRequests, "AllTargetsThrottled"
 		msg = fmt.Sprintf("every target of deployment %q is throttled; the first frees up in %s: %s",

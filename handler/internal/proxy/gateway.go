@@ -215,10 +215,12 @@ type attempt struct {
 	status  int
 	reason  string
 	timeout bool
-	wait    time.Duration // for 429
-	start   time.Time
-	dur     time.Duration
-	reqID   string
+	// notFound: the target answered 404 for the path itself (not a missing deployment).
+	notFound bool
+	wait     time.Duration // for 429
+	start    time.Time
+	dur      time.Duration
+	reqID    string
 
 	// Set when the attempt produced a response to commit.
 	resp     *http.Response
@@ -327,6 +329,13 @@ func (g *Gateway) try(ctx, callerCtx context.Context, c *call, t route.Target) *
 	case code == http.StatusRequestTimeout || code >= 500:
 		drain(resp.Body)
 		return g.fail(a, state.Failed, code, http.StatusText(code))
+	case code == http.StatusNotFound && !deploymentMissing(resp.Body):
+		// Azure's generic "Resource not found" means the path or api-version does not exist
+		// there: the next target may know it, but it says nothing against this target, and
+		// one caller's bad path must not take a target away from everyone else.
+		a.notFound = true
+		g.opt.State.Record(t.ID, state.Outcome{Kind: state.Succeeded, Status: code, Reason: "404 for this path", Quota: quota})
+		return g.done(a, state.Succeeded, code, "404 Resource not found for this path")
 	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusNotFound:
 		drain(resp.Body)
 		return g.fail(a, state.Misconfigured, code, http.StatusText(code)+": check this target's key and deployment name")
@@ -404,6 +413,15 @@ func shortError(err error) string {
 		}
 	}
 	return err.Error()
+}
+
+// deploymentMissing reads the start of a 404 body: Azure says DeploymentNotFound when the
+// deployment does not exist on the account, which is a configuration problem of the target.
+// The body is drained either way; a 404 body that cannot be read counts as missing.
+func deploymentMissing(body io.ReadCloser) bool {
+	b, err := io.ReadAll(io.LimitReader(body, 8<<10))
+	drain(body)
+	return err != nil || bytes.Contains(b, []byte("DeploymentNotFound"))
 }
 
 // drain reads a little of a body that is being discarded so that the connection can be

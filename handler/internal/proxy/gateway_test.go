@@ -705,3 +705,33 @@ func TestGarbageFromBackend(t *testing.T) {
 		})
 	}
 }
+
+func TestNotFoundKinds(t *testing.T) {
+	t.Run("deployment missing marks the target", func(t *testing.T) {
+		b1 := newBackend(t, jsonAnswer(404, `{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist."}}`))
+		b2 := newBackend(t, jsonAnswer(200, okBody))
+		tg := newGateway(t, nil, b1, b2)
+		tg.post(t, chatPath, `{}`)
+		resp, _ := tg.post(t, chatPath, `{}`)
+		if resp.Header.Get("x-gateway-attempts") != "1" || len(b1.requests()) != 1 {
+			t.Errorf("a target without the deployment was tried again")
+		}
+		if s := tg.view.Snapshot(time.Now())[0]; s.Target != "a1/d1" || s.State != "failing" || s.LastStatus != 404 {
+			t.Errorf("status %+v", s)
+		}
+	})
+	t.Run("a path the service does not know is the caller's", func(t *testing.T) {
+		b1 := newBackend(t, jsonAnswer(404, `{"error":{"code":"404","message":"Resource not found"}}`))
+		b2 := newBackend(t, jsonAnswer(404, `{"error":{"code":"404","message":"Resource not found"}}`))
+		tg := newGateway(t, nil, b1, b2)
+		resp, body := tg.post(t, "/openai/deployments/chat/chat/completions", `{}`)
+		if resp.StatusCode != 404 || !strings.Contains(body, `"code":"NotFound"`) || !strings.Contains(body, "api-version") {
+			t.Errorf("%d %s", resp.StatusCode, body)
+		}
+		for _, s := range tg.view.Snapshot(time.Now()) {
+			if s.State != "available" {
+				t.Errorf("one caller's bad path took %s away: %+v", s.Target, s)
+			}
+		}
+	})
+}

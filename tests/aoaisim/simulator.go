@@ -1,0 +1,532 @@
+// Package aoaisim simulates Azure OpenAI closely enough to test a gateway against: per-deployment
+// token (rolling 60 s window of estimated cost) and request (RPM/6 per 10 s) limits with the
+// service's 429 headers and bodies, x-ratelimit-remaining-* on success, the service's exact SSE
+// chunk sequence, latency per token, both auth modes, content-filter and context-length 400s,
+// and injectable faults. It counts what each deployment served and refused.
+package aoaisim
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config describes one simulated Azure OpenAI account.
+type Config struct {
+	// APIKey is the api-key accepted; empty accepts any non-empty key.
+	APIKey string `json:"apiKey,omitempty"`
+	// AcceptBearer also accepts "Authorization: Bearer <token>" (Entra ID).
+	AcceptBearer bool `json:"acceptBearer,omitempty"`
+	// Region is returned in x-ms-region.
+	Region      string                `json:"region,omitempty"`
+	Deployments map[string]Deployment `json:"deployments"`
+}
+
+// Deployment describes one model deployment of the account.
+type Deployment struct {
+	Model            string   `json:"model,omitempty"`
+	TPM              int      `json:"tpm,omitempty"` // 0: unlimited
+	RPM              int      `json:"rpm,omitempty"` // 0: 6 per 1,000 TPM like Azure; unlimited with TPM 0
+	TimeToFirstToken Duration `json:"timeToFirstToken,omitempty"`
+	PerToken         Duration `json:"perToken,omitempty"`
+	CompletionTokens int      `json:"completionTokens,omitempty"` // tokens an answer has; default 20
+	Fault            string   `json:"fault,omitempty"`
+	ContextWindow    int      `json:"contextWindow,omitempty"` // default 128,000
+}
+
+// Duration is a time.Duration written in JSON as "150ms", or as a number of milliseconds.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var ms float64
+	if json.Unmarshal(b, &ms) == nil {
+		*d = Duration(ms * float64(time.Millisecond))
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string like \"150ms\" or a number of ms, got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Stats counts what a deployment did.
+type Stats struct {
+	Served       int
+	Throttled    int
+	Faulted      int
+	Unauthorized int
+	BadRequest   int
+	Requests     int
+	PromptTokens int
+	// CompletionTokens served.
+	CompletionTokens int
+	LastAuth         string // "api-key" or "bearer"; never the credential
+	LastPath         string
+	LastModel        string
+}
+
+// Simulator is one simulated account. It is safe for concurrent use.
+type Simulator struct {
+	cfg  Config
+	mu   sync.Mutex
+	deps map[string]*deployment
+}
+
+type deployment struct {
+	cfg    Deployment
+	fault  string
+	tokens []spend // accepted estimated costs in the rolling minute, oldest first
+	reqWin time.Time
+	reqN   int
+	stats  Stats
+}
+
+type spend struct {
+	at   time.Time
+	cost int
+}
+
+// New validates cfg and returns a Simulator.
+func New(cfg Config) (*Simulator, error) {
+	if len(cfg.Deployments) == 0 {
+		return nil, fmt.Errorf("aoaisim: no deployments")
+	}
+	s := &Simulator{cfg: cfg, deps: map[string]*deployment{}}
+	for name, d := range cfg.Deployments {
+		if _, err := parseFault(d.Fault); err != nil {
+			return nil, fmt.Errorf("aoaisim: deployment %s: %w", name, err)
+		}
+		if d.CompletionTokens <= 0 {
+			d.CompletionTokens = 20
+		}
+		if d.ContextWindow <= 0 {
+			d.ContextWindow = 128000
+		}
+		if d.RPM == 0 && d.TPM > 0 {
+			d.RPM = max(1, d.TPM*6/1000)
+		}
+		s.deps[name] = &deployment{cfg: d, fault: d.Fault}
+	}
+	return s, nil
+}
+
+// Start serves a new Simulator on a loopback httptest.Server; the caller closes the server.
+func Start(cfg Config) (*Simulator, *httptest.Server, error) {
+	s, err := New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, httptest.NewServer(s), nil
+}
+
+// SetFault sets the fault every request to the deployment gets ("" for none).
+func (s *Simulator) SetFault(deployment, fault string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d := s.deps[deployment]; d != nil {
+		d.fault = fault
+	}
+}
+
+// Stats returns a copy of every deployment's counters.
+func (s *Simulator) Stats() map[string]Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Stats, len(s.deps))
+	for name, d := range s.deps {
+		out[name] = d.stats
+	}
+	return out
+}
+
+// ResetStats zeroes the counters (not the rate-limit windows).
+func (s *Simulator) ResetStats() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.deps {
+		d.stats = Stats{}
+	}
+}
+
+func (s *Simulator) count(d *deployment, f func(*Stats)) {
+	s.mu.Lock()
+	f(&d.stats)
+	s.mu.Unlock()
+}
+
+// operation is what a request asks for.
+type operation struct {
+	kind       string // chat, completions, embeddings, responses
+	name       string // operation name in 429 messages
+	apiVersion string
+}
+
+var operations = map[string]operation{
+	"chat/completions": {"chat", "ChatCompletions_Create", ""},
+	"completions":      {"completions", "Completions_Create", ""},
+	"embeddings":       {"embeddings", "Embeddings_Create", ""},
+	"responses":        {"responses", "Responses_Create", ""},
+}
+
+const notFoundBody = `{"error":{"code":"404","message":"Resource not found"}}`
+
+// ServeHTTP answers like Azure OpenAI.
+func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	id := newID()
+	h.Set("apim-request-id", id)
+	h.Set("x-request-id", id)
+	if s.cfg.Region != "" {
+		h.Set("x-ms-region", s.cfg.Region)
+	}
+	if r.Method != http.MethodPost {
+		writeJSON(w, http.StatusNotFound, notFoundBody)
+		return
+	}
+	// Route: the deployment comes from the path or, on the v1 and responses routes, the body.
+	var op operation
+	var depName string
+	fromBody := false
+	path := r.URL.Path
+	apiVersion := r.URL.Query().Get("api-version")
+	switch {
+	case strings.HasPrefix(path, "/openai/deployments/"):
+		rest := strings.TrimPrefix(path, "/openai/deployments/")
+		name, opPath, ok := strings.Cut(rest, "/")
+		o, known := operations[opPath]
+		if !ok || !known || o.kind == "responses" || apiVersion == "" {
+			writeJSON(w, http.StatusNotFound, notFoundBody)
+			return
+		}
+		op, depName = o, name
+	case strings.HasPrefix(path, "/openai/v1/"):
+		o, known := operations[strings.TrimPrefix(path, "/openai/v1/")]
+		if !known {
+			writeJSON(w, http.StatusNotFound, notFoundBody)
+			return
+		}
+		op, fromBody, apiVersion = o, true, "v1"
+	case path == "/openai/responses" && apiVersion != "":
+		op, fromBody = operations["responses"], true
+	default:
+		writeJSON(w, http.StatusNotFound, notFoundBody)
+		return
+	}
+	op.apiVersion = apiVersion
+
+	authKind, authBody := s.authenticate(r)
+	body, err := io.ReadAll(io.LimitReader(r.Body, 32<<20))
+	if err != nil {
+		return
+	}
+	var req map[string]any
+	jsonErr := json.Unmarshal(body, &req)
+	if fromBody && jsonErr == nil {
+		depName, _ = req["model"].(string)
+	}
+	if authBody != "" {
+		s.mu.Lock()
+		if d := s.deps[depName]; d != nil {
+			d.stats.Unauthorized++
+		}
+		s.mu.Unlock()
+		writeJSON(w, http.StatusUnauthorized, authBody)
+		return
+	}
+	s.mu.Lock()
+	d := s.deps[depName]
+	if d != nil {
+		d.stats.Requests++
+		d.stats.LastAuth, d.stats.LastPath = authKind, path
+		d.stats.LastModel, _ = req["model"].(string)
+	}
+	s.mu.Unlock()
+	if d == nil {
+		writeJSON(w, http.StatusNotFound, `{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again."}}`)
+		return
+	}
+	if jsonErr != nil || req == nil {
+		s.count(d, func(st *Stats) { st.BadRequest++ })
+		writeJSON(w, http.StatusBadRequest, `{"error":{"code":"BadRequest","message":"Could not parse the request body as a JSON object."}}`)
+		return
+	}
+	if op.kind == "chat" {
+		if _, ok := req["messages"].([]any); !ok {
+			s.count(d, func(st *Stats) { st.BadRequest++ })
+			writeJSON(w, http.StatusBadRequest, `{"error":{"message":"'messages' is a required property","type":"invalid_request_error","param":null,"code":null}}`)
+			return
+		}
+	}
+
+	faultName := r.Header.Get("x-sim-fault")
+	if faultName == "" {
+		s.mu.Lock()
+		faultName = d.fault
+		s.mu.Unlock()
+	}
+	f, err := parseFault(faultName)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, fmt.Sprintf(`{"error":{"code":"BadRequest","message":%q}}`, err.Error()))
+		return
+	}
+	if f.kind != "" {
+		s.count(d, func(st *Stats) { st.Faulted++ })
+		if f.immediate(w, r) {
+			return
+		}
+	}
+
+	prompt, text := estimatePrompt(op.kind, req)
+	requested, hasMax := requestedTokens(op.kind, req)
+	if strings.Contains(text, "[[content_filter]]") {
+		s.count(d, func(st *Stats) { st.BadRequest++ })
+		writeJSON(w, http.StatusBadRequest, contentFilterBody)
+		return
+	}
+	if prompt+requested > d.cfg.ContextWindow {
+		s.count(d, func(st *Stats) { st.BadRequest++ })
+		writeJSON(w, http.StatusBadRequest, fmt.Sprintf(`{"error":{"message":"This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}`,
+			d.cfg.ContextWindow, prompt+requested, prompt, requested))
+		return
+	}
+	remaining, refusal := s.admit(d, prompt+requested)
+	if refusal != nil {
+		s.count(d, func(st *Stats) { st.Throttled++ })
+		refusal.write(w, op)
+		return
+	}
+	if remaining.tokens >= 0 {
+		h.Set("x-ratelimit-remaining-tokens", fmt.Sprint(remaining.tokens))
+	}
+	if remaining.requests >= 0 {
+		h.Set("x-ratelimit-remaining-requests", fmt.Sprint(remaining.requests))
+	}
+
+	completion := d.cfg.CompletionTokens
+	if hasMax && requested < completion {
+		completion = requested
+	}
+	if op.kind == "embeddings" {
+		completion = 0
+	}
+	a := &answer{
+		sim: s, dep: d, op: op, model: d.cfg.Model, prompt: prompt, completion: completion,
+		finish: finishReason(hasMax && requested < d.cfg.CompletionTokens), fault: f,
+	}
+	if in, ok := req["input"].([]any); ok {
+		a.inputs = len(in)
+	}
+	if stream, _ := req["stream"].(bool); stream && op.kind != "embeddings" {
+		inc := false
+		if so, ok := req["stream_options"].(map[string]any); ok {
+			inc, _ = so["include_usage"].(bool)
+		}
+		a.stream(w, r, inc)
+		return
+	}
+	a.plain(w, r)
+}
+
+func finishReason(cut bool) string {
+	if cut {
+		return "length"
+	}
+	return "stop"
+}
+
+const apiKeyDenied = `{"error":{"code":"401","message":"Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}`
+const bearerDenied = `{"error":{"code":"PermissionDenied","message":"Principal does not have access to API/Operation."}}`
+
+// authenticate returns how the caller authenticated, or the 401 body to send.
+func (s *Simulator) authenticate(r *http.Request) (kind, denied string) {
+	if key := r.Header.Get("api-key"); key != "" {
+		if s.cfg.APIKey != "" && key != s.cfg.APIKey {
+			return "", apiKeyDenied
+		}
+		return "api-key", ""
+	}
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || strings.TrimSpace(token) == "" || !s.cfg.AcceptBearer {
+			return "", bearerDenied
+		}
+		return "bearer", ""
+	}
+	return "", apiKeyDenied
+}
+
+// estimatePrompt estimates prompt tokens the way Azure's rate limiter does: characters / 4.
+func estimatePrompt(kind string, req map[string]any) (int, string) {
+	var b strings.Builder
+	var collect func(v any)
+	collect = func(v any) {
+		switch x := v.(type) {
+		case string:
+			b.WriteString(x)
+		case []any:
+			for _, e := range x {
+				collect(e)
+			}
+		case map[string]any:
+			for _, k := range []string{"content", "text"} {
+				if c, ok := x[k]; ok {
+					collect(c)
+				}
+			}
+		}
+	}
+	switch kind {
+	case "chat":
+		collect(req["messages"])
+	case "completions":
+		collect(req["prompt"])
+	default:
+		collect(req["input"])
+	}
+	text := b.String()
+	return max(1, (len(text)+3)/4), text
+}
+
+// requestedTokens is the completion the request may use, for the rate limiter's estimate.
+func requestedTokens(kind string, req map[string]any) (int, bool) {
+	if kind == "embeddings" {
+		return 0, false
+	}
+	for _, k := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens"} {
+		if v, ok := req[k].(float64); ok && v >= 0 {
+			return int(v), true
+		}
+	}
+	return 256, false
+}
+
+type remaining struct{ tokens, requests int }
+
+type refusal struct {
+	tokens   bool // the token limit, else the request limit
+	wait     time.Duration
+	left     remaining
+	deadline time.Time
+}
+
+// admit applies the request bucket (RPM/6 per fixed 10 s window) and the token limit (rolling
+// 60 s window of estimated costs), recording the request if it fits.
+func (s *Simulator) admit(d *deployment, cost int) (remaining, *refusal) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	left := remaining{-1, -1}
+	if d.cfg.TPM <= 0 && d.cfg.RPM <= 0 {
+		return left, nil
+	}
+	// Forget spends older than the window.
+	cut := 0
+	for cut < len(d.tokens) && now.Sub(d.tokens[cut].at) >= time.Minute {
+		cut++
+	}
+	d.tokens = d.tokens[cut:]
+	used := 0
+	for _, sp := range d.tokens {
+		used += sp.cost
+	}
+	bucket := 0
+	if d.cfg.RPM > 0 {
+		bucket = max(1, d.cfg.RPM/6)
+		win := now.Truncate(10 * time.Second)
+		if !win.Equal(d.reqWin) {
+			d.reqWin, d.reqN = win, 0
+		}
+		if d.reqN >= bucket {
+			return left, &refusal{wait: d.reqWin.Add(10 * time.Second).Sub(now), left: remaining{max(0, d.cfg.TPM-used), 0}}
+		}
+	}
+	if d.cfg.TPM > 0 && used+cost > d.cfg.TPM {
+		// Wait until enough of the oldest spends leave the window for this one to fit.
+		wait := time.Minute
+		freed := 0
+		for _, sp := range d.tokens {
+			freed += sp.cost
+			if used-freed+cost <= d.cfg.TPM {
+				wait = sp.at.Add(time.Minute).Sub(now)
+				break
+			}
+		}
+		return left, &refusal{tokens: true, wait: wait, left: remaining{max(0, d.cfg.TPM-used), max(0, bucket-d.reqN)}}
+	}
+	d.tokens = append(d.tokens, spend{now, cost})
+	d.reqN++
+	if d.cfg.TPM > 0 {
+		left.tokens = d.cfg.TPM - used - cost
+	}
+	if bucket > 0 {
+		left.requests = bucket - d.reqN
+	}
+	return left, nil
+}
+
+func (f *refusal) write(w http.ResponseWriter, op operation) {
+	secs := int((f.wait + time.Second - 1) / time.Second)
+	secs = max(secs, 1)
+	h := w.Header()
+	h.Set("retry-after", fmt.Sprint(secs))
+	h.Set("retry-after-ms", fmt.Sprint(max(f.wait.Milliseconds(), 1)))
+	kind := "call rate limit"
+	if f.tokens {
+		kind = "token rate limit"
+		h.Set("x-ratelimit-reset-tokens", fmt.Sprint(secs))
+	} else {
+		h.Set("x-ratelimit-reset-requests", fmt.Sprint(secs))
+	}
+	if f.left.tokens >= 0 {
+		h.Set("x-ratelimit-remaining-tokens", fmt.Sprint(f.left.tokens))
+	}
+	if f.left.requests >= 0 {
+		h.Set("x-ratelimit-remaining-requests", fmt.Sprint(f.left.requests))
+	}
+	msg := fmt.Sprintf("Requests to the %s Operation under Azure OpenAI API version %s have exceeded %s of your current OpenAI S0 pricing tier. Please retry after %d seconds. Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.",
+		op.name, op.apiVersion, kind, secs)
+	b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": "429", "message": msg}})
+	writeJSON(w, http.StatusTooManyRequests, string(b))
+}
+
+const contentFilterBody = `{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry. To learn more about our content filtering policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766","type":null,"param":"prompt","code":"content_filter","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation","content_filter_result":{"hate":{"filtered":true,"severity":"high"},"self_harm":{"filtered":false,"severity":"safe"},"sexual":{"filtered":false,"severity":"safe"},"violence":{"filtered":false,"severity":"safe"}}}}}`
+
+func writeJSON(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	s := hex.EncodeToString(b[:])
+	return s[:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:]
+}
+
+// Names lists the deployments, sorted; for the standalone program's banner.
+func (s *Simulator) Names() []string {
+	var n []string
+	for name := range s.deps {
+		n = append(n, name)
+	}
+	sort.Strings(n)
+	return n
+}
