@@ -299,7 +299,7 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, contentFilterBody)
 		return
 	}
-	if prompt+requested > d.cfg.ContextWindow {
+	if hasMax && prompt+requested > d.cfg.ContextWindow || prompt > d.cfg.ContextWindow {
 		s.count(d, func(st *Stats) { st.BadRequest++ })
 		writeJSON(w, http.StatusBadRequest, fmt.Sprintf(`{"error":{"message":"This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}`,
 			d.cfg.ContextWindow, prompt+requested, prompt, requested))

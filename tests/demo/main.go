@@ -271,7 +271,7 @@ func (d *dashboard) burst(ctx context.Context, n, concurrency int) {
 				d.one(ctx, i)
 				select {
 				case <-ctx.Done():
-				case <-time.After(time.Duration(100+rand.IntN(250)) * time.Millisecond):
+				case <-time.After(time.Duration(250+rand.IntN(400)) * time.Millisecond):
 				}
 			}
 		}()
