@@ -48,14 +48,15 @@ func main() {
 	port := flag.Int("port", 8080, "port for the gateway (a free one is chosen if it is taken)")
 	requests := flag.Int("requests", 80, "requests in the burst")
 	concurrency := flag.Int("concurrency", 4, "requests in flight at once")
+	exit := flag.Bool("exit", false, "stop after the burst instead of leaving the gateway running")
 	flag.Parse()
-	if err := run(*port, *requests, *concurrency); err != nil {
+	if err := run(*port, *requests, *concurrency, !*exit); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(port, requests, concurrency int) error {
+func run(port, requests, concurrency int, keepRunning bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -106,7 +107,10 @@ func run(port, requests, concurrency int) error {
 	<-drawDone
 	d.summary()
 
-	if ctx.Err() == nil {
+	if d.errs > 0 {
+		return fmt.Errorf("%d requests did not get a complete answer", d.errs)
+	}
+	if keepRunning && ctx.Err() == nil {
 		fmt.Printf("\nThe gateway keeps running on %s. Try it:\n\n", base)
 		fmt.Printf("  curl -si '%s/openai/deployments/chat/chat/completions?api-version=2024-10-21' \\\n"+
 			"    -H 'content-type: application/json' \\\n"+
@@ -190,9 +194,11 @@ func repoRoot() string {
 }
 
 func freePortOr(port int) int {
-	if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-		ln.Close()
-		return port
+	if port > 0 {
+		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			ln.Close()
+			return port
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -221,7 +227,8 @@ type dashboard struct {
 	failovers int
 	served    map[string]int
 	latencies []time.Duration
-	events    []string
+	events    []string // recent requests
+	changes   []string // recent target state changes
 	lastState map[string]string
 	status    map[string]targetStatus
 	lines     int
@@ -246,12 +253,17 @@ func newDashboard(base string, sims map[string]*aoaisim.Simulator, tty bool) *da
 	}
 }
 
-func (d *dashboard) event(format string, args ...any) {
+// event records a line for the "requests" list, or with stateChange for the "targets" list.
+func (d *dashboard) event(stateChange bool, format string, args ...any) {
 	line := time.Now().Format("15:04:05.000") + "  " + fmt.Sprintf(format, args...)
 	d.mu.Lock()
-	d.events = append(d.events, line)
-	if len(d.events) > 8 {
-		d.events = d.events[len(d.events)-8:]
+	list := &d.events
+	if stateChange {
+		list = &d.changes
+	}
+	*list = append(*list, line)
+	if len(*list) > 6 {
+		*list = (*list)[len(*list)-6:]
 	}
 	d.mu.Unlock()
 	if !d.tty {
@@ -309,7 +321,7 @@ func (d *dashboard) one(ctx context.Context, i int) {
 			d.mu.Lock()
 			d.errs++
 			d.mu.Unlock()
-			d.event("#%-3d error: %v", i, err)
+			d.event(false, "#%-3d error: %v", i, err)
 		}
 		return
 	}
@@ -336,11 +348,11 @@ func (d *dashboard) one(ctx context.Context, i int) {
 	d.mu.Unlock()
 	switch {
 	case !complete:
-		d.event("#%-3d %s  HTTP %d from the gateway after %s attempts", i, kind, resp.StatusCode, attempts)
+		d.event(false, "#%-3d %s  HTTP %d from the gateway after %s attempts", i, kind, resp.StatusCode, attempts)
 	case attempts != "1":
-		d.event("#%-3d %s  served by %-16s after %s attempts  (%d ms)", i, kind, by, attempts, elapsed.Milliseconds())
+		d.event(false, "#%-3d %s  served by %-16s after %s attempts  (%d ms)", i, kind, by, attempts, elapsed.Milliseconds())
 	default:
-		d.event("#%-3d %s  served by %-16s  (%d ms)", i, kind, by, elapsed.Milliseconds())
+		d.event(false, "#%-3d %s  served by %-16s  (%d ms)", i, kind, by, elapsed.Milliseconds())
 	}
 }
 
@@ -396,13 +408,13 @@ func (d *dashboard) poll() {
 		}
 		switch s.State {
 		case "throttled":
-			d.event("%s throttled (429): skipped by every request for %s", s.Target, until(s.ThrottledUntil, now))
+			d.event(true, "%s throttled (429): skipped by every request for %s", s.Target, until(s.ThrottledUntil, now))
 		case "failing":
-			d.event("%s failing (HTTP %d): circuit open, skipped for %s", s.Target, s.LastStatus, until(s.FailingUntil, now))
+			d.event(true, "%s failing (HTTP %d): circuit open, skipped for %s", s.Target, s.LastStatus, until(s.FailingUntil, now))
 		case "probing":
-			d.event("%s cool-down over: the next request probes it", s.Target)
+			d.event(true, "%s cool-down over: the next request probes it", s.Target)
 		case "available":
-			d.event("%s available again", s.Target)
+			d.event(true, "%s available again", s.Target)
 		}
 	}
 }
@@ -452,13 +464,18 @@ func (d *dashboard) table() string {
 func (d *dashboard) draw() {
 	var b strings.Builder
 	b.WriteString(d.table())
-	b.WriteString("  recent:\n")
 	d.mu.Lock()
-	for _, e := range d.events {
-		b.WriteString("   " + e + "\n")
-	}
-	for i := len(d.events); i < 8; i++ {
-		b.WriteString("\n")
+	for _, part := range []struct {
+		title string
+		lines []string
+	}{{"target state changes", d.changes}, {"recent requests", d.events}} {
+		b.WriteString("  " + part.title + ":\n")
+		for _, e := range part.lines {
+			b.WriteString("   " + e + "\n")
+		}
+		for i := len(part.lines); i < 6; i++ {
+			b.WriteString("\n")
+		}
 	}
 	up := d.lines
 	d.lines = strings.Count(b.String(), "\n")

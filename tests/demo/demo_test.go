@@ -1,0 +1,45 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestDemo runs the README's first command (shortened) and checks that it shows failover: the
+// throttled primary, the failing region's circuit, and every request answered.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the demo")
+	}
+	_, file, _, _ := runtime.Caller(0)
+	cmd := exec.Command("go", "run", ".", "-requests", "24", "-concurrency", "4", "-port", "0", "-exit")
+	cmd.Dir = filepath.Dir(file)
+	out, err := cmd.CombinedOutput()
+	s := string(out)
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, s)
+	}
+	for _, want := range []string{
+		"swc/micro throttled (429)",
+		"uks/gpt-4o-mini failing (HTTP 503): circuit open",
+		"Summary: 24 requests, 24 complete answers, 0 errors",
+		"served by frc/gpt-4o-mini",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, s)
+		}
+	}
+	// The failing region is tried only until its circuit opens, not once per request.
+	m := regexp.MustCompile(`uks/gpt-4o-mini\s+served\s+0\s+answered 429\s+0 times, failed\s+(\d+) times`).FindStringSubmatch(s)
+	if m == nil {
+		t.Fatalf("no summary line for the failing region:\n%s", s)
+	}
+	if n, _ := strconv.Atoi(m[1]); n < 1 || n > 4 {
+		t.Errorf("the failing region was tried %d times in 24 requests; the circuit should stop it after 3", n)
+	}
+}
