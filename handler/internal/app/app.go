@@ -35,7 +35,10 @@ type Env struct {
 // Run runs the gateway until ctx ends (SIGTERM), then drains in-flight requests within the
 // shutdown timeout and flushes state. A configuration problem is returned before anything listens.
 func Run(ctx context.Context, env Env) error {
-	log := telemetry.NewLogger(env.Stdout, env.Stderr, slog.LevelInfo)
+	// Request lines are batched (flushed every 100 ms and at exit); warnings go out at once.
+	stdout := telemetry.NewBufferedWriter(env.Stdout, 64<<10, 100*time.Millisecond)
+	defer stdout.Close()
+	log := telemetry.NewLogger(stdout, env.Stderr, slog.LevelInfo)
 	settings, err := config.Load(env.Getenv)
 	if err != nil {
 		return err
