@@ -1,0 +1,99 @@
+package route
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/config"
+)
+
+func routing(t *testing.T, doc string) config.Routing {
+	t.Helper()
+	r, probs := config.ParseRouting([]byte(doc))
+	if len(probs) > 0 {
+		t.Fatal(probs)
+	}
+	return *r
+}
+
+const doc = `{
+  "accounts": {
+    "a": {"endpoint": "https://a.openai.azure.com/", "region": "swedencentral", "auth": {"keyEnv": "K"}},
+    "b": {"endpoint": "https://b.openai.azure.com", "auth": {"keyEnv": "K"}}
+  },
+  "deployments": {
+    "chat": [
+      {"account": "b", "deployment": "late", "priority": 3},
+      {"account": "a", "deployment": "heavy", "priority": 2, "weight": 3},
+      {"account": "b", "deployment": "light", "priority": 2, "weight": 1},
+      {"account": "a", "deployment": "first", "priority": 1}
+    ],
+    "embed": [{"account": "a", "deployment": "first"}]
+  },
+  "clients": {"anonymous": true}
+}`
+
+type none struct{}
+
+func (none) Unavailable(string, time.Time) (time.Time, bool, bool) { return time.Time{}, false, false }
+
+type marks map[string]time.Time
+
+func (m marks) Unavailable(id string, now time.Time) (time.Time, bool, bool) {
+	u, ok := m[id]
+	return u, id == "a/first", ok && now.Before(u)
+}
+
+func ids(ts []Target) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.ID)
+	}
+	return out
+}
+
+func TestPriorityAndWeights(t *testing.T) {
+	p := New(routing(t, doc))
+	if !reflect.DeepEqual(p.Names(), []string{"chat", "embed"}) {
+		t.Errorf("names %v", p.Names())
+	}
+	if got := ids(p.Targets()); !reflect.DeepEqual(got, []string{"a/first", "a/heavy", "b/late", "b/light"}) {
+		t.Errorf("distinct targets %v", got)
+	}
+	heavyFirst := 0
+	const n = 4000
+	for i := 0; i < n; i++ {
+		plan, ok := p.Plan("chat", none{}, time.Now())
+		got := ids(plan.Candidates)
+		if !ok || len(got) != 4 || got[0] != "a/first" || got[3] != "b/late" {
+			t.Fatalf("order %v", got)
+		}
+		if got[1] == "a/heavy" {
+			heavyFirst++
+		}
+	}
+	if share := float64(heavyFirst) / n; share < 0.68 || share > 0.82 {
+		t.Errorf("weight 3:1 put the heavy target first %.2f of the time, want about 0.75", share)
+	}
+	plan, _ := p.Plan("chat", none{}, time.Now())
+	if plan.Candidates[0].Endpoint != "https://a.openai.azure.com" || plan.Candidates[0].Region != "swedencentral" {
+		t.Errorf("target %+v", plan.Candidates[0])
+	}
+}
+
+func TestSkipsUnavailable(t *testing.T) {
+	p := New(routing(t, doc))
+	now := time.Now()
+	m := marks{"a/first": now.Add(time.Minute), "b/light": now.Add(time.Second), "b/late": now.Add(-time.Second)}
+	plan, _ := p.Plan("chat", m, now)
+	if got := ids(plan.Candidates); !reflect.DeepEqual(got, []string{"a/heavy", "b/late"}) {
+		t.Errorf("candidates %v", got)
+	}
+	if len(plan.Skipped) != 2 || plan.Skipped[0].Target.ID != "a/first" || !plan.Skipped[0].Throttled || !plan.Skipped[0].Until.Equal(now.Add(time.Minute)) || plan.Skipped[1].Throttled {
+		t.Errorf("skipped %+v", plan.Skipped)
+	}
+	if _, ok := p.Plan("nope", none{}, now); ok {
+		t.Error("unknown name planned")
+	}
+}
