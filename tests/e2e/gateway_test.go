@@ -147,6 +147,35 @@ func TestThrottledPrimaryFailsOverAndIsSkipped(t *testing.T) {
 		t.Errorf("secondary auth %q", got)
 	}
 
+	// One JSON line per request names who served it and every attempt; the failover's line
+	// says the primary was throttled. Request lines are flushed within 100 ms.
+	time.Sleep(300 * time.Millisecond)
+	var sawFailover bool
+	for _, line := range strings.Split(gw.stdout.String(), "\n") {
+		var rec struct {
+			Msg      string `json:"msg"`
+			ServedBy string `json:"servedBy"`
+			Attempts int    `json:"attempts"`
+			Tried    []struct {
+				Target, Outcome string
+				Status          int
+			} `json:"tried"`
+			Usage struct{ Total int } `json:"usage"`
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "request" {
+			continue
+		}
+		if rec.ServedBy == "" || rec.Usage.Total == 0 {
+			t.Errorf("request line without servedBy or usage: %s", line)
+		}
+		if rec.Attempts == 2 && len(rec.Tried) == 2 && rec.Tried[0].Outcome == "throttled" && rec.Tried[0].Status == 429 && rec.Tried[1].Outcome == "served" {
+			sawFailover = true
+		}
+	}
+	if !sawFailover {
+		t.Errorf("no request line records the failover:\n%s", gw.stdout.String())
+	}
+
 	// /status shows the primary throttled with its deadline.
 	resp, err := http.Get(gw.URL + "/status")
 	if err != nil {

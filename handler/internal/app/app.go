@@ -21,6 +21,7 @@ import (
 	"github.com/aoai-failover/gateway/handler/internal/secrets"
 	"github.com/aoai-failover/gateway/handler/internal/state"
 	"github.com/aoai-failover/gateway/handler/internal/telemetry"
+	"github.com/aoai-failover/gateway/handler/internal/upstream"
 )
 
 // Env is what the process gets from its surroundings.
@@ -39,6 +40,7 @@ func Run(ctx context.Context, env Env) error {
 	stdout := telemetry.NewBufferedWriter(env.Stdout, 64<<10, 100*time.Millisecond)
 	defer stdout.Close()
 	log := telemetry.NewLogger(stdout, env.Stderr, slog.LevelInfo)
+	out := telemetry.Output{Out: stdout, Err: env.Stderr}
 	settings, err := config.Load(env.Getenv)
 	if err != nil {
 		return err
@@ -56,7 +58,7 @@ func Run(ctx context.Context, env Env) error {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
 
-	g, err := build(settings, keys, log, env.Getenv)
+	g, err := build(settings, keys, log, out, env.Getenv)
 	if err != nil {
 		return err
 	}
@@ -79,7 +81,7 @@ type gateway struct {
 	started  time.Time
 }
 
-func build(s *config.Settings, creds proxy.Credentials, log *slog.Logger, getenv func(string) string) (*gateway, error) {
+func build(s *config.Settings, creds proxy.Credentials, log *slog.Logger, out telemetry.Output, getenv func(string) string) (*gateway, error) {
 	r := s.Routing
 	planner := route.New(r)
 	ids := make([]string, 0, len(planner.Targets()))
@@ -103,11 +105,12 @@ func build(s *config.Settings, creds proxy.Credentials, log *slog.Logger, getenv
 		Planner:      planner,
 		State:        view,
 		Credentials:  creds,
-		Transport:    NewTransport(r.Timeouts.Connect.D()),
+		Transport:    newTransport(r.Timeouts.Connect.D(), getenv),
 		Timeouts:     r.Timeouts,
 		Throttle:     r.Throttle,
 		MaxBodyBytes: r.Limits.MaxRequestBodyBytes,
 		Logger:       log,
+		RequestLog:   out,
 	})
 	return &gateway{
 		settings: s, log: log, planner: planner, view: view, proxy: p,
@@ -117,10 +120,22 @@ func build(s *config.Settings, creds proxy.Credentials, log *slog.Logger, getenv
 	}, nil
 }
 
-// NewTransport returns the HTTP transport used for every backend: connections are kept and
-// reused generously (the default of 2 idle connections per host collapses under load),
-// compression is left to the caller and backend so that bytes pass through untouched.
-func NewTransport(connect time.Duration) *http.Transport {
+// newTransport returns the client for every backend: the gateway's own HTTP/1.1 transport,
+// or net/http's when an outbound proxy is configured (HTTPS_PROXY and friends), which it
+// supports and the gateway's own does not.
+func newTransport(connect time.Duration, getenv func(string) string) http.RoundTripper {
+	for _, v := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
+		if getenv(v) != "" {
+			return proxyTransport(connect)
+		}
+	}
+	return upstream.New(connect)
+}
+
+// proxyTransport keeps and reuses connections generously (the default of 2 idle connections
+// per host collapses under load) and leaves compression to the caller and backend so that
+// bytes pass through untouched.
+func proxyTransport(connect time.Duration) *http.Transport {
 	d := &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,

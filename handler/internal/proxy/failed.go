@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"math"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/aoai-failover/gateway/handler/internal/route"
 	"github.com/aoai-failover/gateway/handler/internal/state"
+	"github.com/aoai-failover/gateway/handler/internal/telemetry"
 )
 
 // writeAllFailed answers when no target produced a response: 429 when every target is
@@ -133,42 +133,47 @@ type requestLog struct {
 	broken       string
 }
 
-func (g *Gateway) logRequest(ctx context.Context, c *call) {
+func (g *Gateway) logRequest(c *call) {
+	if g.opt.RequestLog == nil {
+		return
+	}
 	l := c.log
-	attrs := make([]slog.Attr, 0, 14)
-	attrs = append(attrs,
-		slog.String("method", l.method), slog.String("path", l.path), slog.Int("status", l.status),
-		slog.String("deployment", l.logical), slog.Bool("stream", l.stream),
-		slog.String("servedBy", orNone(l.servedBy)), slog.Int("attempts", len(l.attempts)),
-		slog.Float64("durationMs", ms(g.opt.Now().Sub(c.start))),
-	)
-	if l.firstByte > 0 {
-		attrs = append(attrs, slog.Float64("firstByteMs", ms(l.firstByte)))
-	}
-	if l.firstToken > 0 {
-		attrs = append(attrs, slog.Float64("firstTokenMs", ms(l.firstToken)))
-	}
-	if l.upstreamID != "" {
-		attrs = append(attrs, slog.String("upstreamRequestId", l.upstreamID))
-	}
-	if l.usage != nil {
-		attrs = append(attrs, slog.Group("usage", "prompt", l.usage.Prompt, "completion", l.usage.Completion, "total", l.usage.Total))
-	}
-	if l.broken != "" {
-		attrs = append(attrs, slog.String("broken", l.broken))
-	}
-	if len(l.attempts) > 1 || (len(l.attempts) == 1 && l.attempts[0].resp == nil) {
-		list := make([]any, 0, len(l.attempts))
-		for _, a := range l.attempts {
-			list = append(list, map[string]any{"target": a.target.ID, "status": a.status, "outcome": outcomeName(a), "ms": ms(a.dur), "reason": a.reason})
-		}
-		attrs = append(attrs, slog.Any("tried", list))
-	}
 	level := slog.LevelInfo
 	if l.status >= 500 {
 		level = slog.LevelWarn
 	}
-	g.opt.Logger.LogAttrs(ctx, level, "request", attrs...)
+	line := telemetry.NewLine(g.opt.Now(), level, "request").
+		Str("method", l.method).Str("path", l.path).Int("status", int64(l.status)).
+		Str("deployment", l.logical).Bool("stream", l.stream).
+		Str("servedBy", orNone(l.servedBy)).Int("attempts", int64(len(l.attempts))).
+		Ms("durationMs", g.opt.Now().Sub(c.start))
+	if l.firstByte > 0 {
+		line.Ms("firstByteMs", l.firstByte)
+	}
+	if l.firstToken > 0 {
+		line.Ms("firstTokenMs", l.firstToken)
+	}
+	if l.upstreamID != "" {
+		line.Str("upstreamRequestId", l.upstreamID)
+	}
+	if u := l.usage; u != nil {
+		line.Open("usage", '{').Int("prompt", int64(u.Prompt)).Int("completion", int64(u.Completion)).Int("total", int64(u.Total)).Close('}')
+	}
+	if l.broken != "" {
+		line.Str("broken", l.broken)
+	}
+	if len(l.attempts) > 1 || (len(l.attempts) == 1 && l.attempts[0].resp == nil) {
+		line.Open("tried", '[')
+		for _, a := range l.attempts {
+			line.Elem().Str("target", a.target.ID).Int("status", int64(a.status)).Str("outcome", outcomeName(a)).Ms("ms", a.dur)
+			if a.reason != "" {
+				line.Str("reason", a.reason)
+			}
+			line.Close('}')
+		}
+		line.Close(']')
+	}
+	g.opt.RequestLog.Emit(line)
 }
 
 func outcomeName(a *attempt) string {
@@ -195,5 +200,3 @@ func orNone(s string) string {
 	}
 	return s
 }
-
-func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/10) / 100 }

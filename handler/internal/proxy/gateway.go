@@ -22,6 +22,7 @@ import (
 	"github.com/aoai-failover/gateway/handler/internal/config"
 	"github.com/aoai-failover/gateway/handler/internal/route"
 	"github.com/aoai-failover/gateway/handler/internal/state"
+	"github.com/aoai-failover/gateway/handler/internal/telemetry"
 )
 
 // Credentials sets the backend credential for an account on an outgoing request's headers.
@@ -36,7 +37,7 @@ type State interface {
 	Record(id string, o state.Outcome)
 }
 
-// Options configure a Gateway. Every field is required except Logger and Now.
+// Options configure a Gateway. Every field is required except Logger, RequestLog and Now.
 type Options struct {
 	Planner      *route.Planner
 	State        State
@@ -46,7 +47,14 @@ type Options struct {
 	Throttle     config.Throttle
 	MaxBodyBytes int64
 	Logger       *slog.Logger
-	Now          func() time.Time
+	// RequestLog receives the one line written per request; nil writes none.
+	RequestLog RequestLog
+	Now        func() time.Time
+}
+
+// RequestLog takes finished request lines.
+type RequestLog interface {
+	Emit(l *telemetry.Line)
 }
 
 // Gateway serves the Azure OpenAI routes.
@@ -108,7 +116,7 @@ func (c *call) bodyFor(t route.Target) []byte {
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &call{start: g.opt.Now(), path: r.URL.Path, query: r.URL.RawQuery}
 	c.log = &requestLog{method: r.Method, path: r.URL.Path}
-	defer func() { g.logRequest(r.Context(), c) }()
+	defer g.logRequest(c)
 
 	fam, logical, rest, perr := parsePath(r.URL.Path, r.URL.EscapedPath())
 	if perr != nil {

@@ -279,7 +279,8 @@ func (u *Usage) normalise() {
 
 var usageKey = []byte(`"usage"`)
 
-// findUsage reads the last "usage" object in a JSON body without decoding the rest.
+// findUsage reads the last "usage" object in a JSON body without decoding the rest: a
+// reverse search and a scan of that one object, because it runs on every answer.
 func findUsage(body []byte) *Usage {
 	i := bytes.LastIndex(body, usageKey)
 	if i < 0 {
@@ -291,14 +292,46 @@ func findUsage(body []byte) *Usage {
 		return nil
 	}
 	s.space()
-	start := s.i
-	if start >= len(body) || body[start] != '{' {
+	if !s.eat('{') {
 		return nil
 	}
-	s.skipValue()
 	var u Usage
-	if json.Unmarshal(body[start:s.i], &u) != nil {
-		return nil
+	for s.i < len(body) {
+		s.space()
+		if s.eat('}') {
+			break
+		}
+		s.eat(',')
+		s.space()
+		if s.i >= len(body) || body[s.i] != '"' {
+			return nil
+		}
+		kStart := s.i
+		s.skipString()
+		key := body[kStart:s.i]
+		s.space()
+		if !s.eat(':') {
+			return nil
+		}
+		s.space()
+		vStart := s.i
+		s.skipValue()
+		n, err := strconv.Atoi(string(body[vStart:s.i]))
+		if err != nil {
+			continue // nested details, nulls
+		}
+		switch string(key) {
+		case `"prompt_tokens"`:
+			u.Prompt = n
+		case `"completion_tokens"`:
+			u.Completion = n
+		case `"total_tokens"`:
+			u.Total = n
+		case `"input_tokens"`:
+			u.Input = n
+		case `"output_tokens"`:
+			u.Output = n
+		}
 	}
 	u.normalise()
 	if u.Total == 0 {

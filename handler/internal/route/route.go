@@ -68,8 +68,7 @@ func New(r config.Routing) *Planner {
 				p.all = append(p.all, rt)
 			}
 		}
-		// Stable so that the configured order decides among equal priorities when weights tie
-		// in tests that fix the random source; production order is random by weight.
+		// Grouped by priority; the order within a group is drawn per request by weight.
 		sort.SliceStable(targets, func(i, j int) bool { return targets[i].Priority < targets[j].Priority })
 		var groups [][]Target
 		for i := 0; i < len(targets); {

@@ -67,3 +67,32 @@ func TestBufferedWriter(t *testing.T) {
 		t.Errorf("not flushed on Close: %q", sink.String())
 	}
 }
+
+func TestLine(t *testing.T) {
+	var out bytes.Buffer
+	now := time.Date(2026, 11, 23, 4, 5, 6, 789000000, time.UTC)
+	l := NewLine(now, slog.LevelWarn, "request")
+	l.Str("path", "/openai/\"x\"\n\x01\xff").Int("status", 502).Bool("stream", true).Ms("durationMs", 1234567*time.Microsecond)
+	l.Open("usage", '{').Int("prompt", 3).Int("total", 4).Close('}')
+	l.Open("tried", '[')
+	l.Elem().Str("target", "a/x").Int("status", 429).Close('}')
+	l.Elem().Str("target", "b/y").Close('}')
+	l.Close(']')
+	l.Open("empty", '[').Close(']')
+	l.WriteTo(&out)
+	var rec map[string]any
+	if err := json.Unmarshal(out.Bytes(), &rec); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out.String())
+	}
+	if !strings.HasSuffix(out.String(), "}\n") || strings.Count(out.String(), "\n") != 1 {
+		t.Errorf("not one line: %q", out.String())
+	}
+	if rec["time"] != "2026-11-23T04:05:06.789Z" || rec["level"] != "WARN" || rec["msg"] != "request" || rec["path"] != "/openai/\"x\"\n\x01\ufffd" ||
+		rec["status"] != 502.0 || rec["stream"] != true || rec["durationMs"] != 1234.567 {
+		t.Errorf("record %v", rec)
+	}
+	tried := rec["tried"].([]any)
+	if len(tried) != 2 || tried[1].(map[string]any)["target"] != "b/y" || rec["usage"].(map[string]any)["total"] != 4.0 || len(rec["empty"].([]any)) != 0 {
+		t.Errorf("nested %v", rec)
+	}
+}

@@ -1,0 +1,271 @@
+// Package upstream is the HTTP/1.1 client the gateway uses to call Azure OpenAI. Unlike
+// net/http's Transport, which hands every request to a reader and a writer goroutine per
+// connection, it writes the request and reads the response on the caller's own goroutine:
+// two fewer goroutine hand-offs per request, which is most of what a Go proxy adds to a
+// request's latency and CPU. Connections are kept per host and reused; a request on a kept
+// connection that the server had already closed is retried once on a new one, as net/http does.
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Transport is an http.RoundTripper for HTTP/1.1 over TCP or TLS.
+type Transport struct {
+	// Dialer opens connections; its Timeout bounds connecting.
+	Dialer *net.Dialer
+	// TLSConfig is cloned for each TLS connection; ServerName is set per host.
+	TLSConfig *tls.Config
+	// HandshakeTimeout bounds the TLS handshake.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a kept connection unused for this long.
+	IdleTimeout time.Duration
+	// MaxIdlePerHost bounds the connections kept per host.
+	MaxIdlePerHost int
+
+	mu   sync.Mutex
+	idle map[string][]*conn // most recently used last
+}
+
+// New returns a Transport with the gateway's defaults.
+func New(connect time.Duration) *Transport {
+	return &Transport{
+		Dialer:           &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second},
+		TLSConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
+		HandshakeTimeout: connect,
+		IdleTimeout:      90 * time.Second,
+		MaxIdlePerHost:   1024,
+	}
+}
+
+type conn struct {
+	nc        net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	key       string
+	idleSince time.Time
+	reused    bool
+}
+
+var errClosed = errors.New("upstream: response body closed")
+
+// RoundTrip sends req and returns the response. The body must be read to the end or closed;
+// reading it to the end gives the connection back for reuse.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	key, addr, tlsHost, err := target(req)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	ctx := req.Context()
+	for try := 0; ; try++ {
+		c, err := t.get(ctx, key, addr, tlsHost)
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		resp, retry, err := t.exchange(ctx, c, req)
+		if err == nil {
+			return resp, nil
+		}
+		// A kept connection the server closed while idle fails before any byte of a
+		// response; the request never reached the service, so it is safe to send again.
+		if retry && try == 0 && req.GetBody != nil && ctx.Err() == nil {
+			body, gerr := req.GetBody()
+			if gerr == nil {
+				r2 := *req
+				r2.Body = body
+				req = &r2
+				continue
+			}
+		}
+		return nil, err
+	}
+}
+
+// exchange writes req on c and reads the response head. retry reports a failure on a reused
+// connection before any response byte arrived.
+func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*http.Response, bool, error) {
+	var cancelled atomic.Bool
+	stop := context.AfterFunc(ctx, func() {
+		cancelled.Store(true)
+		_ = c.nc.SetDeadline(time.Unix(1, 0)) // unblock any read or write at once
+	})
+	fail := func(err error) (*http.Response, bool, error) {
+		stop()
+		c.nc.Close()
+		if cancelled.Load() || ctx.Err() != nil {
+			return nil, false, ctx.Err()
+		}
+		return nil, c.reused, err
+	}
+	if err := req.Write(c.bw); err != nil {
+		return fail(err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fail(err)
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		return fail(err)
+	}
+	resp, err := http.ReadResponse(c.br, req)
+	if err != nil {
+		r, _, err := fail(err)
+		return r, false, err
+	}
+	b := &body{t: t, c: c, rc: resp.Body, stop: stop, reusable: !resp.Close && !req.Close}
+	resp.Body = b
+	if resp.ContentLength == 0 && req.Method != http.MethodHead {
+		// Nothing to read: give the connection back now rather than on a Read that may not come.
+		b.finish(true)
+	}
+	return resp, false, nil
+}
+
+// body gives the connection back to the pool once the response has been read to its end.
+type body struct {
+	t        *Transport
+	c        *conn
+	rc       io.ReadCloser
+	stop     func() bool
+	reusable bool
+	done     atomic.Bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.done.Load() {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	b.finish(false)
+	return nil
+}
+
+// finish ends the exchange once: the connection is kept only when the body was read to its
+// end and no cancellation touched the connection.
+func (b *body) finish(complete bool) {
+	if !b.done.CompareAndSwap(false, true) {
+		return
+	}
+	notCancelled := b.stop()
+	if complete && notCancelled && b.reusable {
+		b.t.put(b.c)
+		return
+	}
+	b.c.nc.Close()
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
+func target(req *http.Request) (key, addr, tlsHost string, err error) {
+	u := req.URL
+	host, port := u.Hostname(), u.Port()
+	switch u.Scheme {
+	case "https":
+		if port == "" {
+			port = "443"
+		}
+		tlsHost = host
+	case "http":
+		if port == "" {
+			port = "80"
+		}
+	default:
+		return "", "", "", fmt.Errorf("upstream: unsupported scheme %q", u.Scheme)
+	}
+	addr = net.JoinHostPort(host, port)
+	return u.Scheme + "://" + addr, addr, tlsHost, nil
+}
+
+func (t *Transport) get(ctx context.Context, key, addr, tlsHost string) (*conn, error) {
+	now := time.Now()
+	t.mu.Lock()
+	if t.idle == nil {
+		t.idle = map[string][]*conn{}
+	}
+	list := t.idle[key]
+	for len(list) > 0 {
+		c := list[len(list)-1]
+		list = list[:len(list)-1]
+		if now.Sub(c.idleSince) < t.IdleTimeout {
+			t.idle[key] = list
+			t.mu.Unlock()
+			c.reused = true
+			return c, nil
+		}
+		c.nc.Close()
+	}
+	t.idle[key] = list
+	t.mu.Unlock()
+	return t.dial(ctx, key, addr, tlsHost)
+}
+
+func (t *Transport) dial(ctx context.Context, key, addr, tlsHost string) (*conn, error) {
+	nc, err := t.Dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tlsHost != "" {
+		cfg := t.TLSConfig.Clone()
+		cfg.ServerName = tlsHost
+		cfg.NextProtos = []string{"http/1.1"}
+		hctx, cancel := context.WithTimeout(ctx, t.HandshakeTimeout)
+		defer cancel()
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(hctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
+		}
+		nc = tc
+	}
+	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10), key: key}, nil
+}
+
+func (t *Transport) put(c *conn) {
+	c.idleSince = time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.idle == nil {
+		t.idle = map[string][]*conn{}
+	}
+	if len(t.idle[c.key]) >= t.MaxIdlePerHost {
+		c.nc.Close()
+		return
+	}
+	t.idle[c.key] = append(t.idle[c.key], c)
+}
+
+// CloseIdleConnections closes every kept connection.
+func (t *Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, list := range t.idle {
+		for _, c := range list {
+			c.nc.Close()
+		}
+		delete(t.idle, k)
+	}
+}
