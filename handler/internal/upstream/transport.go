@@ -79,7 +79,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		// A kept connection the server closed while idle fails before any byte of a
-		// response; the request never reached the service, so it is safe to send again.
+		// response. That is almost always the server's keep-alive timeout racing the request,
+		// so the request goes once more on a new connection; in the rare case that the
+		// service did process it and then dropped the connection, the cost is a duplicate
+		// completion, which changes no state.
 		if retry && try == 0 && req.GetBody != nil && ctx.Err() == nil {
 			body, gerr := req.GetBody()
 			if gerr == nil {
