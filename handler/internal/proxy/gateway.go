@@ -195,10 +195,15 @@ func readBody(r *http.Request, max int64) ([]byte, int, string) {
 	if r.Body == nil || r.ContentLength == 0 {
 		return nil, 0, ""
 	}
-	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + 1)
+		// net/http ends the body at Content-Length, so the exact size is enough.
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return nil, http.StatusBadRequest, "the request body could not be read completely"
+		}
+		return buf, 0, ""
 	}
+	var buf bytes.Buffer
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
 	if n > max {
 		return nil, http.StatusRequestEntityTooLarge, tooLarge
@@ -214,6 +219,7 @@ var (
 	errHeaderTimeout     = errors.New("no response headers in time")
 	errFirstEventTimeout = errors.New("no first stream event in time")
 	errIdleTimeout       = errors.New("the response went silent")
+	errRequestDeadline   = errors.New("the request's deadline passed")
 )
 
 // attempt is one try of one target.
@@ -233,6 +239,7 @@ type attempt struct {
 	// Set when the attempt produced a response to commit.
 	resp     *http.Response
 	cancel   context.CancelCauseFunc
+	deadline *time.Timer // the request's overall deadline, cancelling this attempt
 	idle     *time.Timer
 	head     []byte // the buffered start of a plain body
 	complete bool   // head is the whole body
@@ -241,6 +248,7 @@ type attempt struct {
 }
 
 func (a *attempt) close() {
+	a.deadline.Stop()
 	if a.idle != nil {
 		a.idle.Stop()
 	}
@@ -260,9 +268,9 @@ func (a *attempt) close() {
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan route.Plan) {
-	ctx, cancel := context.WithTimeout(r.Context(), g.opt.Timeouts.Request.D())
-	defer cancel()
-
+	// The request's own deadline is a timer on each attempt rather than a context of its own:
+	// one allocation and one cancellation hook fewer per request.
+	deadline := c.start.Add(g.opt.Timeouts.Request.D())
 	skipped := plan.Skipped
 	var tried []*attempt
 	for _, t := range plan.Candidates {
@@ -271,14 +279,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 			skipped = append(skipped, route.Skipped{Target: t, Until: g.opt.Now().Add(time.Second)})
 			continue
 		}
-		a := g.try(ctx, r.Context(), c, t)
+		a := g.try(r.Context(), deadline, c, t)
 		tried = append(tried, a)
 		c.log.attempts = append(c.log.attempts, a)
 		if a.resp != nil {
 			g.commit(w, r.Context(), c, a, len(tried))
 			return
 		}
-		if a.kind == state.Abandoned || ctx.Err() != nil {
+		if a.kind == state.Abandoned || !g.opt.Now().Before(deadline) {
 			break // the caller left or the request's own deadline passed: no more targets
 		}
 	}
@@ -290,18 +298,19 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 }
 
 // try sends the request to one target and reads up to the commit point.
-func (g *Gateway) try(ctx, callerCtx context.Context, c *call, t route.Target) *attempt {
+func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t route.Target) *attempt {
 	a := &attempt{target: t, start: g.opt.Now()}
 	defer func() { a.dur = g.opt.Now().Sub(a.start) }()
-	actx, cancel := context.WithCancelCause(ctx)
+	actx, cancel := context.WithCancelCause(callerCtx)
 	a.cancel = cancel
+	a.deadline = time.AfterFunc(deadline.Sub(a.start), func() { cancel(errRequestDeadline) })
 
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, c.upstreamURL(t), bytes.NewReader(c.bodyFor(t)))
 	if err != nil {
 		return g.fail(a, state.Failed, 0, "bad upstream request: "+err.Error())
 	}
 	req.Header = outboundHeaders(c.inHeader, c.info.stream)
-	if err := g.opt.Credentials.Authorize(ctx, t.Account, req.Header); err != nil {
+	if err := g.opt.Credentials.Authorize(actx, t.Account, req.Header); err != nil {
 		return g.fail(a, state.Misconfigured, 0, "no credential: "+err.Error())
 	}
 
@@ -321,7 +330,7 @@ func (g *Gateway) try(ctx, callerCtx context.Context, c *call, t route.Target) *
 
 	resp, err := g.opt.Transport.RoundTrip(req)
 	if err != nil {
-		return g.failErr(a, ctx, callerCtx, actx, err)
+		return g.failErr(a, callerCtx, actx, err)
 	}
 	a.reqID = firstHeader(resp.Header, "Apim-Request-Id", "X-Request-Id")
 	a.status = resp.StatusCode
@@ -362,7 +371,7 @@ func (g *Gateway) try(ctx, callerCtx context.Context, c *call, t route.Target) *
 			if errors.Is(err, io.EOF) {
 				return g.fail(a, state.Failed, a.status, "the stream ended before its first event")
 			}
-			return g.failErr(a, ctx, callerCtx, actx, err)
+			return g.failErr(a, callerCtx, actx, err)
 		}
 		a.first = ev
 	} else {
@@ -372,7 +381,7 @@ func (g *Gateway) try(ctx, callerCtx context.Context, c *call, t route.Target) *
 		if err != nil {
 			a.resp = nil
 			resp.Body.Close()
-			return g.failErr(a, ctx, callerCtx, actx, err)
+			return g.failErr(a, callerCtx, actx, err)
 		}
 		a.head, a.complete = head, complete
 	}
@@ -384,6 +393,7 @@ func (g *Gateway) try(ctx, callerCtx context.Context, c *call, t route.Target) *
 
 func (g *Gateway) done(a *attempt, kind state.Kind, status int, reason string) *attempt {
 	a.kind, a.status, a.reason = kind, status, reason
+	a.deadline.Stop()
 	a.cancel(context.Canceled)
 	return a
 }
@@ -396,12 +406,12 @@ func (g *Gateway) fail(a *attempt, kind state.Kind, status int, reason string) *
 
 // failErr classifies a transport or read error: the caller leaving is nobody's fault, the
 // request's overall deadline and stage timeouts are timeouts, anything else a connection failure.
-func (g *Gateway) failErr(a *attempt, ctx, callerCtx, actx context.Context, err error) *attempt {
+func (g *Gateway) failErr(a *attempt, callerCtx, actx context.Context, err error) *attempt {
 	switch cause := context.Cause(actx); {
 	case callerCtx.Err() != nil:
 		g.opt.State.Record(a.target.ID, state.Outcome{Kind: state.Abandoned, Quota: state.UnknownQuota})
 		return g.done(a, state.Abandoned, 0, "the caller went away")
-	case ctx.Err() != nil:
+	case errors.Is(cause, errRequestDeadline):
 		a.timeout = true
 		return g.fail(a, state.Failed, 0, "the request's deadline passed")
 	case errors.Is(cause, errHeaderTimeout), errors.Is(cause, errFirstEventTimeout), errors.Is(cause, errIdleTimeout):
