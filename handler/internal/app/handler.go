@@ -16,6 +16,12 @@ func (g *gateway) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer g.recoverPanic(w, r)
 		switch r.URL.Path {
+		case "/", "/healthz", "/status":
+			// The gateway's own answers carry the same headers as forwarded ones.
+			w.Header().Set("X-Served-By", "none")
+			w.Header().Set("X-Gateway-Attempts", "0")
+		}
+		switch r.URL.Path {
 		case "/":
 			// The Functions host pings this until the handler is ready.
 			if r.Method == http.MethodGet || r.Method == http.MethodHead {

@@ -394,6 +394,9 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 func (g *Gateway) done(a *attempt, kind state.Kind, status int, reason string) *attempt {
 	a.kind, a.status, a.reason = kind, status, reason
 	a.deadline.Stop()
+	if a.idle != nil {
+		a.idle.Stop()
+	}
 	a.cancel(context.Canceled)
 	return a
 }
