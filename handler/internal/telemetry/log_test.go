@@ -66,6 +66,10 @@ func TestBufferedWriter(t *testing.T) {
 	if sink.String() != "line one\n"+long+long {
 		t.Errorf("not flushed on Close: %q", sink.String())
 	}
+	b.Write([]byte("late\n"))
+	if !strings.HasSuffix(sink.String(), "late\n") {
+		t.Errorf("a write after Close was held back")
+	}
 }
 
 func TestLine(t *testing.T) {
