@@ -89,11 +89,16 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 		if _, err := w.Write(ev); err != nil {
 			return
 		}
-		if err := rc.Flush(); err != nil {
-			return
-		}
 		if isDone(ev) {
+			_ = rc.Flush()
 			return // finish promptly, whether or not the backend closes its end
+		}
+		// Flush before waiting for the network; events that arrived together go out together,
+		// which saves a write per event without ever holding one back.
+		if !a.events.hasEvent() {
+			if err := rc.Flush(); err != nil {
+				return
+			}
 		}
 		a.idle.Reset(idleWait)
 		var err error
@@ -149,12 +154,19 @@ const maxEventBytes = 4 << 20
 var errEventTooLarge = errors.New("a stream event exceeded 4 MiB")
 
 // readerPool recycles the stream readers' buffers: one per stream adds up under load.
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
 
 func newEventReader(r io.Reader, log *slog.Logger) *eventReader {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(r)
 	return &eventReader{r: br, log: log, maxLen: maxEventBytes}
+}
+
+// hasEvent reports whether a whole event is already buffered, so that reading it cannot block.
+func (e *eventReader) hasEvent() bool {
+	b, _ := e.r.Peek(e.r.Buffered())
+	b = bytes.TrimLeft(b, "\r\n") // stray blank lines are skipped, they make no event
+	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
 }
 
 // release returns the reader's buffer; the reader must not be used afterwards.
