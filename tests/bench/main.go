@@ -41,7 +41,7 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "measuring time per point")
 	rounds := flag.Int("rounds", 2, "interleaved rounds; the report gives their medians")
 	conc := flag.String("concurrency", "1,64,256", "concurrent requests per point")
-	only := flag.String("only", "direct,gateway,nginx", "targets to measure")
+	only := flag.String("only", "direct,gateway,nginx,goproxy", "targets to measure (goproxy: a plain net/http ReverseProxy, the floor of any Go proxy)")
 	quick := flag.Bool("quick", false, "smoke run: 1s per point, 1 round")
 	out := flag.String("out", filepath.Join(repoRoot(), "tests", "bench", "results"), "directory for the CSV")
 	flag.Parse()
@@ -120,7 +120,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	for _, b := range []struct{ out, pkg string }{{"handler", "./handler"}, {"aoaisim", "./tests/aoaisim/cmd/aoaisim"}} {
+	for _, b := range []struct{ out, pkg string }{{"handler", "./handler"}, {"aoaisim", "./tests/aoaisim/cmd/aoaisim"}, {"goproxy", "./tests/bench/goproxy"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = repoRoot(), os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
@@ -154,6 +154,17 @@ func run(ctx context.Context, o options) error {
 	}
 	targets["gateway"] = "http://127.0.0.1:" + gwPort
 
+	var goproxyPid int
+	if o.only["goproxy"] {
+		port := freePort()
+		gp, err := ps.start("goproxy", exec.Command(filepath.Join(dir, "goproxy"), "-listen", "127.0.0.1:"+port, "-backend", "http://127.0.0.1:"+simPort), filepath.Join(dir, "goproxy.log"))
+		if err != nil {
+			return err
+		}
+		targets["goproxy"] = "http://127.0.0.1:" + port
+		goproxyPid = gp.cmd.Process.Pid
+	}
+
 	var nginxPids func() []int
 	if o.only["nginx"] {
 		ngPort := freePort()
@@ -173,7 +184,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	order := []string{}
-	for _, name := range []string{"direct", "gateway", "nginx"} {
+	for _, name := range []string{"direct", "gateway", "nginx", "goproxy"} {
 		if o.only[name] && targets[name] != "" {
 			order = append(order, name)
 		}
@@ -181,7 +192,7 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("bench: %s per point, %d round(s), concurrency %v, targets %v; GOMAXPROCS %d, %d CPUs\n",
 		o.duration, o.rounds, o.concurrency, order, runtime.GOMAXPROCS(0), runtime.NumCPU())
 	fmt.Println("nginx: 1 worker, keepalive 256 to the upstream, proxy_buffering and proxy_request_buffering off, access log to a file;")
-	fmt.Println("gateway: its one JSON log line per request to a file.")
+	fmt.Println("gateway: its one JSON log line per request to a file; goproxy: net/http's ReverseProxy, tuned, no logging.")
 
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConns: 4096, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute, DisableCompression: true,
@@ -194,12 +205,19 @@ func run(ctx context.Context, o options) error {
 					if ctx.Err() != nil {
 						return ctx.Err()
 					}
+					if name == "goproxy" && stream {
+						// The reference is for the plain path: under this load net/http's
+						// ReverseProxy cuts some streams short ("use of closed network connection").
+						continue
+					}
 					pids := []int{}
 					switch name {
 					case "gateway":
 						pids = []int{gw.cmd.Process.Pid}
 					case "nginx":
 						pids = nginxPids()
+					case "goproxy":
+						pids = []int{goproxyPid}
 					}
 					cpu0 := cpuSeconds(pids)
 					// A short warm-up opens the connections at this concurrency.
@@ -276,8 +294,9 @@ func load(ctx context.Context, client *http.Client, base string, c int, stream b
 						first = time.Since(t0)
 					}
 					total += n
-					if n > 0 {
-						tail = append(tail[:0], buf[max(0, n-16):n]...)
+					if n > 0 { // keep the stream's last bytes, however the reads split them
+						tail = append(tail, buf[max(0, n-16):n]...)
+						tail = tail[max(0, len(tail)-16):]
 					}
 					if err != nil {
 						if err != io.EOF {

@@ -64,7 +64,10 @@ func report(o options, order []string, results map[key2][]point, rssMiB float64)
 		for _, c := range o.concurrency {
 			direct, hasDirect := med[key2{"direct", stream, c}]
 			for _, name := range order {
-				p := med[key2{name, stream, c}]
+				p, ok := med[key2{name, stream, c}]
+				if !ok {
+					continue
+				}
 				totalErrors += p.errors
 				added, cpu := "", ""
 				if hasDirect && name != "direct" {
@@ -123,6 +126,9 @@ func ratios(med map[key2]point, conc []int) {
 		}
 		if c == 64 {
 			check("p99 at c=64: gateway / nginx", float64(med[g].p99)/float64(med[n].p99), 1.5, true)
+		}
+		if gp := (key2{"goproxy", false, c}); has(gp) {
+			fmt.Printf("  %-58s %6.2f  (for reference: a plain net/http proxy)\n", fmt.Sprintf("throughput at c=%d: gateway / goproxy", c), med[g].rps/med[gp].rps)
 		}
 		gs, ns := key2{"gateway", true, c}, key2{"nginx", true, c}
 		if c > 1 && has(gs) && has(ns) {
