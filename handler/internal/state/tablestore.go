@@ -1,0 +1,171 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+)
+
+// TableStore keeps marks in Azure Table Storage, one entity per target in one partition, so that
+// every instance of every region reads and writes the same deadlines. Writes merge by taking the
+// later deadline under an ETag condition, so no instance ever loses another's later mark.
+type TableStore struct {
+	client    *aztables.Client
+	partition string
+}
+
+// NewTableStore uses table (created when missing) and partition of the service. Several gateways
+// can share one table with different partitions.
+func NewTableStore(svc *aztables.ServiceClient, table, partition string) *TableStore {
+	return &TableStore{client: svc.NewClient(table), partition: partition}
+}
+
+// EnsureTable creates the table if it does not exist.
+func (s *TableStore) EnsureTable(ctx context.Context) error {
+	_, err := s.client.CreateTable(ctx, nil)
+	if err != nil && !hasCode(err, http.StatusConflict, "TableAlreadyExists") {
+		return fmt.Errorf("create table: %w", err)
+	}
+	return nil
+}
+
+// rowKey encodes a target id for RowKey, which may not hold '/': account and deployment names
+// never contain '|'.
+func rowKey(target string) string { return strings.ReplaceAll(target, "/", "|") }
+
+// entity is a mark as stored: times as RFC 3339 UTC strings, readable in Storage Explorer.
+type entity struct {
+	PartitionKey   string
+	RowKey         string
+	Target         string
+	ThrottledUntil string
+	FailingUntil   string
+	Status         int32
+	Reason         string
+	Instance       string
+	Updated        string
+}
+
+func toEntity(partition string, m Mark) entity {
+	return entity{
+		PartitionKey: partition, RowKey: rowKey(m.Target), Target: m.Target,
+		ThrottledUntil: formatTime(m.ThrottledUntil), FailingUntil: formatTime(m.FailingUntil),
+		Status: int32(m.Status), Reason: m.Reason, Instance: m.Instance, Updated: formatTime(m.Updated),
+	}
+}
+
+func (e entity) mark() Mark {
+	return Mark{
+		Target: e.Target, ThrottledUntil: parseTime(e.ThrottledUntil), FailingUntil: parseTime(e.FailingUntil),
+		Status: int(e.Status), Reason: e.Reason, Instance: e.Instance, Updated: parseTime(e.Updated),
+	}
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func parseTime(s string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, s)
+	return t
+}
+
+// mergeAttempts bounds the optimistic-concurrency loop; each retry means another instance wrote
+// the same target in between, which is rare.
+const mergeAttempts = 8
+
+// Merge writes m, keeping the later of each deadline already stored: read, merge, then replace
+// only if the entity is unchanged (ETag), or create it if absent; a lost race is retried.
+func (s *TableStore) Merge(ctx context.Context, m Mark) error {
+	rk := rowKey(m.Target)
+	for i := 0; i < mergeAttempts; i++ {
+		got, err := s.client.GetEntity(ctx, s.partition, rk, nil)
+		if hasCode(err, http.StatusNotFound, "") {
+			b, _ := json.Marshal(toEntity(s.partition, m))
+			_, err := s.client.AddEntity(ctx, b, nil)
+			if hasCode(err, http.StatusConflict, "") {
+				continue // another instance created it first: merge with theirs
+			}
+			if hasCode(err, http.StatusNotFound, "TableNotFound") {
+				if err := s.EnsureTable(ctx); err != nil {
+					return err
+				}
+				continue
+			}
+			return wrap("add entity", err)
+		}
+		if err != nil {
+			return wrap("get entity", err)
+		}
+		var cur entity
+		if err := json.Unmarshal(got.Value, &cur); err != nil {
+			return fmt.Errorf("state table: entity %s: %w", rk, err)
+		}
+		old := cur.mark()
+		merged := old
+		merged.Target = m.Target
+		merged.merge(m)
+		if merged.ThrottledUntil.Equal(old.ThrottledUntil) && merged.FailingUntil.Equal(old.FailingUntil) && !m.Updated.After(old.Updated) {
+			return nil // nothing later to say
+		}
+		b, _ := json.Marshal(toEntity(s.partition, merged))
+		etag := got.ETag
+		_, err = s.client.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace})
+		if hasCode(err, http.StatusPreconditionFailed, "") {
+			continue // changed since we read it: read again and merge again
+		}
+		return wrap("update entity", err)
+	}
+	return fmt.Errorf("state table: %s changed under %d attempts to merge", m.Target, mergeAttempts)
+}
+
+// List returns every mark of the partition in one query.
+func (s *TableStore) List(ctx context.Context) ([]Mark, error) {
+	filter := "PartitionKey eq '" + strings.ReplaceAll(s.partition, "'", "''") + "'"
+	pager := s.client.NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
+	var out []Mark
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, wrap("list entities", err)
+		}
+		for _, raw := range page.Entities {
+			var e entity
+			if json.Unmarshal(raw, &e) == nil && e.Target != "" {
+				out = append(out, e.mark())
+			}
+		}
+	}
+	return out, nil
+}
+
+func hasCode(err error, status int, code string) bool {
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) {
+		return false
+	}
+	return re.StatusCode == status && (code == "" || re.ErrorCode == code)
+}
+
+// wrap keeps the service's status and error code but not the whole response dump that
+// azcore's errors carry, so that logs stay short.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var re *azcore.ResponseError
+	if errors.As(err, &re) {
+		return fmt.Errorf("state table: %s: HTTP %d %s", op, re.StatusCode, re.ErrorCode)
+	}
+	return fmt.Errorf("state table: %s: %w", op, err)
+}

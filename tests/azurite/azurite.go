@@ -1,0 +1,109 @@
+// Package azurite starts Azurite's Table service for tests: the real emulator from npm, on a
+// free loopback port, in memory, stopped when the test ends.
+package azurite
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// AccountKey is Azurite's documented development key; it is public, not a secret.
+const AccountKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+// Table is a running Azurite Table service.
+type Table struct {
+	// ConnectionString reaches it with the development account.
+	ConnectionString string
+	Port             string
+	cmd              *exec.Cmd
+}
+
+func bin() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "node", "node_modules", ".bin", "azurite-table")
+}
+
+// Start runs Azurite for the test. Without it installed (tests/run installs it), the test fails
+// under CI and is skipped elsewhere.
+func Start(t testing.TB) *Table {
+	t.Helper()
+	path := bin()
+	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("Azurite is not installed (tests/run installs it with npm ci in tests/node): %v", err)
+		}
+		t.Skip("needs Azurite: run `npm ci` in tests/node (tests/run does)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	cmd := exec.Command(path, "--tableHost", "127.0.0.1", "--tablePort", port, "--inMemoryPersistence",
+		"--skipApiVersionCheck", "--disableTelemetry", "--silent")
+	cmd.Dir = t.TempDir()
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start Azurite: %v", err)
+	}
+	tb := &Table{Port: port, cmd: cmd, ConnectionString: fmt.Sprintf(
+		"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;TableEndpoint=http://127.0.0.1:%s/devstoreaccount1;", AccountKey, port)}
+	t.Cleanup(tb.Stop)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second)
+		if err == nil {
+			c.Close()
+			return tb
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Azurite did not listen on %s within 30s: %s", port, out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b = append(s.b, p...)
+	return len(p), nil
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return string(s.b)
+}
+
+// Stop ends Azurite (and its children); later calls do nothing.
+func (tb *Table) Stop() {
+	if tb.cmd == nil || tb.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-tb.cmd.Process.Pid, syscall.SIGKILL)
+	_ = tb.cmd.Wait()
+	tb.cmd = nil
+}
+
+// Pause freezes Azurite (SIGSTOP) to simulate an outage: connections hang, nothing answers.
+func (tb *Table) Pause() { _ = syscall.Kill(-tb.cmd.Process.Pid, syscall.SIGSTOP) }
+
+// Resume continues a paused Azurite.
+func (tb *Table) Resume() { _ = syscall.Kill(-tb.cmd.Process.Pid, syscall.SIGCONT) }
