@@ -14,6 +14,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
 	"github.com/aoai-failover/gateway/handler/internal/auth"
 	"github.com/aoai-failover/gateway/handler/internal/config"
 	"github.com/aoai-failover/gateway/handler/internal/proxy"
@@ -48,17 +51,16 @@ func Run(ctx context.Context, env Env) error {
 	for _, w := range settings.Warnings {
 		log.Warn(w)
 	}
-	if settings.State.Configured() {
-		// The Table Storage store is a separate piece of work; until it lands, say plainly
-		// that this instance does not share what it learns.
-		log.Warn("shared state store is not available in this build; throttle and circuit state is per instance", "setting", settings.State.Setting)
-	}
 	keys, err := secrets.NewEnvKeys(settings.Routing.Accounts, env.Getenv)
 	if err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
 
-	g, err := build(settings, keys, log, out, env.Getenv)
+	store, err := openStore(ctx, settings, log)
+	if err != nil {
+		return err
+	}
+	g, err := build(settings, keys, store, log, out, env.Getenv)
 	if err != nil {
 		return err
 	}
@@ -79,9 +81,63 @@ type gateway struct {
 	callers  auth.Callers
 	instance string
 	started  time.Time
+	store    string
 }
 
-func build(s *config.Settings, creds proxy.Credentials, log *slog.Logger, out telemetry.Output, getenv func(string) string) (*gateway, error) {
+// clockSkew is how far instances' clocks may differ: a mark is absolute UTC time, so another
+// instance frees a target that much earlier or later. NTP keeps Azure hosts within a second.
+const clockSkew = 5 * time.Second
+
+// sharedStore is where target state lives: kind names it in /status.
+type sharedStore struct {
+	state.Store
+	kind   string
+	shared bool
+}
+
+// openStore connects the Table Storage store when one is configured. An unreachable table at
+// start is not fatal: the gateway serves on local state and the view keeps trying.
+func openStore(ctx context.Context, s *config.Settings, log *slog.Logger) (sharedStore, error) {
+	if !s.State.Configured() {
+		return sharedStore{Store: state.NewMemoryStore(), kind: "memory"}, nil
+	}
+	var cred azcore.TokenCredential
+	if s.State.TableServiceURI != "" {
+		clientID := s.State.ClientID
+		if clientID == "" {
+			clientID = s.ClientID
+		}
+		c, err := credential(clientID)
+		if err != nil {
+			return sharedStore{}, fmt.Errorf("%s: no identity to reach the table with: %w", s.State.Setting, err)
+		}
+		cred = c
+	}
+	svc, err := state.NewServiceClient(s.State.ConnectionString, s.State.TableServiceURI, cred)
+	if err != nil {
+		return sharedStore{}, fmt.Errorf("%s: %w", s.State.Setting, err)
+	}
+	ts := state.NewTableStore(svc, s.State.Table, s.State.Partition)
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := ts.EnsureTable(cctx); err != nil {
+		log.Warn("state table not reachable at start; serving on local state until it is", "setting", s.State.Setting, "table", s.State.Table, "error", err)
+	} else {
+		log.Info("sharing target state through Table Storage", "setting", s.State.Setting, "table", s.State.Table, "partition", s.State.Partition)
+	}
+	return sharedStore{Store: ts, kind: "table", shared: true}, nil
+}
+
+// credential is the process's identity: the user-assigned managed identity clientID names, else
+// the DefaultAzureCredential chain (system-assigned identity in Azure, a developer's login locally).
+func credential(clientID string) (azcore.TokenCredential, error) {
+	if clientID != "" {
+		return azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(clientID)})
+	}
+	return azidentity.NewDefaultAzureCredential(nil)
+}
+
+func build(s *config.Settings, creds proxy.Credentials, store sharedStore, log *slog.Logger, out telemetry.Output, getenv func(string) string) (*gateway, error) {
 	r := s.Routing
 	planner := route.New(r)
 	ids := make([]string, 0, len(planner.Targets()))
@@ -91,15 +147,18 @@ func build(s *config.Settings, creds proxy.Credentials, log *slog.Logger, out te
 	instance := instanceName(getenv)
 	view := state.NewView(state.Options{
 		Targets:         ids,
-		Store:           state.NewMemoryStore(),
-		Shared:          false,
+		Store:           store,
+		Shared:          store.shared,
 		Instance:        instance,
 		CircuitFailures: r.Circuit.Failures,
 		CircuitCooldown: r.Circuit.Cooldown.D(),
 		Misconfigured:   r.Circuit.Misconfigured.D(),
 		ProbeTimeout:    r.Timeouts.Request.D(),
 		SyncInterval:    time.Second,
-		Logger:          log,
+		// A mark may reach no further than the longest wait the gateway itself would set,
+		// plus a few seconds for clocks that differ between instances.
+		MaxAhead: max(r.Throttle.MaxRetryAfter.D(), r.Circuit.Cooldown.D(), r.Circuit.Misconfigured.D()) + clockSkew,
+		Logger:   log,
 	})
 	p := proxy.New(proxy.Options{
 		Planner:      planner,
@@ -116,7 +175,7 @@ func build(s *config.Settings, creds proxy.Credentials, log *slog.Logger, out te
 		settings: s, log: log, planner: planner, view: view, proxy: p,
 		front:    auth.FrontDoor{ID: s.FrontDoorID},
 		callers:  auth.Callers{Anonymous: r.Clients != nil && r.Clients.Anonymous},
-		instance: instance, started: time.Now(),
+		instance: instance, started: time.Now(), store: store.kind,
 	}, nil
 }
 

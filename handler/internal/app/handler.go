@@ -126,7 +126,7 @@ func (g *gateway) status(w http.ResponseWriter, r *http.Request) {
 		"instance":    g.instance,
 		"time":        now.UTC(),
 		"uptime":      now.Sub(g.started).Round(time.Second).String(),
-		"store":       map[string]any{"kind": "memory", "shared": store.Shared, "healthy": store.Healthy, "lastError": store.LastError, "lastSync": store.LastSync},
+		"store":       map[string]any{"kind": g.store, "shared": store.Shared, "healthy": store.Healthy, "lastError": store.LastError, "lastSync": store.LastSync},
 		"deployments": deployments,
 	})
 }

@@ -36,6 +36,8 @@ type StateStorage struct {
 	TableServiceURI  string
 	ClientID         string
 	Table            string
+	// Partition separates gateways that share one table.
+	Partition string
 }
 
 // Configured reports whether a shared store was named.
@@ -190,7 +192,13 @@ func checkKeyEnv(r *Routing, getenv func(string) string) []string {
 }
 
 func stateStorage(get func(string) string, probs *Problems) StateStorage {
-	st := StateStorage{Table: "gatewaystate"}
+	st := StateStorage{Table: "gatewaystate", Partition: "gateway"}
+	if p := get("GATEWAY_STATE_PARTITION"); p != "" {
+		if len(p) > 255 || strings.ContainsAny(p, "/\\#?'") || strings.IndexFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+			*probs = append(*probs, fmt.Sprintf("GATEWAY_STATE_PARTITION: %q may not contain / \\ # ? ' or control characters (at most 255)", p))
+		}
+		st.Partition = p
+	}
 	if t := get("GATEWAY_STATE_TABLE"); t != "" {
 		if !validTableName(t) {
 			*probs = append(*probs, fmt.Sprintf("GATEWAY_STATE_TABLE: %q is not a valid table name (3-63 letters and digits, starting with a letter)", t))

@@ -52,8 +52,11 @@ type Options struct {
 	Misconfigured   time.Duration // how long a 401/403/404 target is skipped
 	ProbeTimeout    time.Duration // how long one probe may hold a half-open target
 	SyncInterval    time.Duration // how often the store is read
-	Now             func() time.Time
-	Logger          *slog.Logger
+	// MaxAhead caps how far in the future a mark read from the store may reach, so that one
+	// instance with a wrong clock (or a bug) cannot keep a target out for longer than that.
+	MaxAhead time.Duration
+	Now      func() time.Time
+	Logger   *slog.Logger
 }
 
 // View is the in-memory picture of every target that requests read. Its methods never wait
@@ -191,6 +194,13 @@ func (v *View) Record(id string, o Outcome) {
 	}
 }
 
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 func later(a, b time.Time) time.Time {
 	if b.After(a) {
 		return b
@@ -212,30 +222,47 @@ func (v *View) enqueue(m Mark) {
 	}
 }
 
+// maxBackoff bounds the wait between attempts to reach a store that is failing.
+const maxBackoff = 30 * time.Second
+
 // Run writes marks through to the store and reads other instances' marks, until ctx ends.
+// While the store fails it is tried again with a doubling wait, up to 30 s.
 func (v *View) Run(ctx context.Context) {
-	tick := time.NewTicker(v.opt.SyncInterval)
-	defer tick.Stop()
-	v.Sync(ctx)
+	wait := v.opt.SyncInterval
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-v.kick:
-			v.push(ctx)
-		case <-tick.C:
-			v.Sync(ctx)
+			if v.Health().Healthy {
+				_ = v.push(ctx) // a failure shows at the next Sync
+			}
+		case <-timer.C:
+			if v.Sync(ctx) != nil {
+				wait = min(2*wait, maxBackoff)
+			} else {
+				wait = v.opt.SyncInterval
+			}
+			timer.Reset(wait)
 		}
 	}
 }
 
+// syncTimeout bounds one round trip to the store, so a hung store never stalls the loop.
+const syncTimeout = 5 * time.Second
+
 // Sync writes pending marks and reads the store once.
-func (v *View) Sync(ctx context.Context) {
+func (v *View) Sync(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
 	err := v.push(ctx)
 	if err == nil {
 		err = v.pull(ctx)
 	}
 	v.setHealth(err)
+	return err
 }
 
 // Flush writes pending marks that are still in the future; used at shutdown.
@@ -272,7 +299,14 @@ func (v *View) pull(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	limit := time.Time{}
+	if v.opt.MaxAhead > 0 {
+		limit = v.opt.Now().Add(v.opt.MaxAhead)
+	}
 	for _, m := range marks {
+		if !limit.IsZero() {
+			m.ThrottledUntil, m.FailingUntil = earlier(m.ThrottledUntil, limit), earlier(m.FailingUntil, limit)
+		}
 		t := v.targets[m.Target]
 		if t == nil {
 			continue
