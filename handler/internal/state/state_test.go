@@ -305,3 +305,60 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// countingStore counts the store calls the view makes.
+type countingStore struct {
+	*MemoryStore
+	mu            sync.Mutex
+	merges, lists int
+}
+
+func (c *countingStore) Merge(ctx context.Context, m Mark) error {
+	c.mu.Lock()
+	c.merges++
+	c.mu.Unlock()
+	return c.MemoryStore.Merge(ctx, m)
+}
+
+func (c *countingStore) List(ctx context.Context) ([]Mark, error) {
+	c.mu.Lock()
+	c.lists++
+	c.mu.Unlock()
+	return c.MemoryStore.List(ctx)
+}
+
+func (c *countingStore) counts() (int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.merges, c.lists
+}
+
+// TestStoreTransactions pins the cost in store calls: the request path makes none, a steady
+// state makes one List per refresh, and marks for the same target coalesce into one Merge.
+func TestStoreTransactions(t *testing.T) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	store := &countingStore{MemoryStore: NewMemoryStore()}
+	v := newTestView(c, store)
+	for i := 0; i < 1000; i++ {
+		now := c.Now()
+		v.Unavailable("a/x", now)
+		v.Acquire("a/x", now)
+		v.Record("a/x", Outcome{Kind: Succeeded, Status: 200, Quota: Quota{Tokens: 5, Requests: 1}})
+	}
+	if m, l := store.counts(); m != 0 || l != 0 {
+		t.Fatalf("the request path called the store: %d merges, %d lists", m, l)
+	}
+	for i := 0; i < 60; i++ { // a minute of refreshes at the default 1 s
+		v.Sync(context.Background())
+	}
+	if m, l := store.counts(); m != 0 || l != 60 {
+		t.Errorf("steady state: %d merges, %d lists per minute; want 0 and 60", m, l)
+	}
+	for i := 0; i < 50; i++ {
+		v.Record("b/y", Outcome{Kind: Throttled, Status: 429, Wait: time.Duration(i) * time.Second, Quota: UnknownQuota})
+	}
+	v.Sync(context.Background())
+	if m, _ := store.counts(); m != 1 {
+		t.Errorf("50 marks of one target made %d merges, want 1", m)
+	}
+}

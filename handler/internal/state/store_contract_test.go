@@ -2,7 +2,10 @@ package state
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -22,13 +25,64 @@ func TestStoreContract(t *testing.T) {
 		n := 0
 		storeContract(t, func(partition string) Store {
 			n++
-			s := NewTableStore(svc, "gatewaystate"+string(rune('a'+n)), partition)
+			s := NewTableStore(svc, fmt.Sprintf("contract%d", n), partition)
 			if err := s.EnsureTable(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			return s
 		})
+
+		t.Run("a missing table reads as empty and is created", func(t *testing.T) {
+			s := NewTableStore(svc, "nevercreated", "p")
+			marks, err := s.List(context.Background())
+			if err != nil || len(marks) != 0 {
+				t.Fatalf("%v %v", marks, err)
+			}
+			must(t, s.Merge(context.Background(), Mark{Target: "a/b", ThrottledUntil: time.Now().Add(time.Minute), Updated: time.Now()}))
+		})
+
+		t.Run("writers in two processes never lose the later deadline", func(t *testing.T) {
+			s := NewTableStore(svc, "twoprocesses", "p")
+			must(t, s.EnsureTable(context.Background()))
+			base := time.Now().UTC().Truncate(time.Second)
+			var cmds []*exec.Cmd
+			for _, offset := range []string{"0", "1"} {
+				cmd := exec.Command(os.Args[0], "-test.run=^TestWriterProcess$")
+				cmd.Env = append(os.Environ(), "STATE_WRITER_CONN="+az.ConnectionString, "STATE_WRITER_OFFSET="+offset, "STATE_WRITER_BASE="+base.Format(time.RFC3339))
+				cmd.Stderr = os.Stderr
+				must(t, cmd.Start())
+				cmds = append(cmds, cmd)
+			}
+			for _, c := range cmds {
+				must(t, c.Wait())
+			}
+			m := byTarget(t, s)["swc/micro"]
+			if want := base.Add(2 * writerRounds * time.Second); !m.ThrottledUntil.Equal(want) {
+				t.Errorf("deadline %v, want %v (the latest either process wrote)", m.ThrottledUntil, want)
+			}
+		})
 	})
+}
+
+const writerRounds = 20
+
+// TestWriterProcess is one of the two writer processes above; alone it does nothing.
+func TestWriterProcess(t *testing.T) {
+	conn := os.Getenv("STATE_WRITER_CONN")
+	if conn == "" {
+		t.Skip("a helper process of TestStoreContract")
+	}
+	svc, err := NewServiceClient(conn, "", nil)
+	must(t, err)
+	s := NewTableStore(svc, "twoprocesses", "p")
+	offset, _ := strconv.Atoi(os.Getenv("STATE_WRITER_OFFSET"))
+	base, _ := time.Parse(time.RFC3339, os.Getenv("STATE_WRITER_BASE"))
+	// The two processes interleave deadlines: 0 writes odd seconds, 1 writes even ones, each
+	// in rising order, so the winner is the last write of process 1 whatever the timing.
+	for i := 1; i <= writerRounds; i++ {
+		sec := 2*i - 1 + offset
+		must(t, s.Merge(context.Background(), Mark{Target: "swc/micro", ThrottledUntil: base.Add(time.Duration(sec) * time.Second), Instance: "p" + strconv.Itoa(offset), Updated: time.Now()}))
+	}
 }
 
 func storeContract(t *testing.T, newStore func(partition string) Store) {
@@ -58,6 +112,23 @@ func storeContract(t *testing.T, newStore func(partition string) Store) {
 		must(t, a.Merge(ctx, Mark{Target: "x/y", ThrottledUntil: base.Add(time.Minute), Updated: base}))
 		if marks := byTarget(t, b); len(marks) != 0 {
 			t.Errorf("partition b sees %+v", marks)
+		}
+	})
+
+	t.Run("expired marks stay readable and out of effect", func(t *testing.T) {
+		s := newStore("expiry")
+		past := time.Now().Add(-time.Minute)
+		must(t, s.Merge(ctx, Mark{Target: "a/x", ThrottledUntil: past, Updated: past}))
+		v := NewView(Options{Targets: []string{"a/x"}, Store: s, CircuitFailures: 3})
+		must(t, v.Sync(ctx))
+		if _, _, skip := v.Unavailable("a/x", time.Now()); skip {
+			t.Error("an expired mark kept the target out")
+		}
+	})
+
+	t.Run("an empty store lists nothing", func(t *testing.T) {
+		if marks := byTarget(t, newStore("empty")); len(marks) != 0 {
+			t.Errorf("%v", marks)
 		}
 	})
 
@@ -100,5 +171,3 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
-
-var _ = errors.New

@@ -136,6 +136,11 @@ func (s *TableStore) List(ctx context.Context) ([]Mark, error) {
 	var out []Mark
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
+		if hasCode(err, http.StatusNotFound, "TableNotFound") {
+			// Deleted under us, or never created because the table was unreachable at start:
+			// nothing is marked, and the table is there for the next write.
+			return nil, s.EnsureTable(ctx)
+		}
 		if err != nil {
 			return nil, wrap("list entities", err)
 		}
