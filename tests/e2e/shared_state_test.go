@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,28 +91,117 @@ func TestThrottleSharedAcrossInstances(t *testing.T) {
 	}
 }
 
-// TestStoreOutage: with the table unreachable the gateway keeps serving on local state and says
-// so in /status, then recovers by itself.
+// TestStoreOutage: with the table unreachable and traffic flowing the gateway keeps serving on
+// local state (no failed request) and says so in /status; when the table is back, sharing
+// resumes and a mark made during the outage is written, so a new instance learns it.
 func TestStoreOutage(t *testing.T) {
 	az := azurite.Start(t)
-	frc := startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "m"}})
-	regions := map[string]*region{"frc": frc}
-	doc := newRouting().account("frc", frc).target("chat", "frc", "big", 1)
+	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "m", TPM: 300, RPM: 600}})
+	frc := startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "m"}}) // no limit
+	regions := map[string]*region{"swc": swc, "frc": frc}
+	doc := newRouting().account("swc", swc).account("frc", frc).target("chat", "swc", "micro", 1).target("chat", "frc", "big", 2)
 	env := doc.env(regions)
 	env["GATEWAY_STATE_STORAGE"] = az.ConnectionString
-	gw := startGateway(t, env, doc.secrets(regions)...)
-	waitFor(t, "store healthy", 5*time.Second, func() bool { return getStatus(t, gw.URL).Store.Healthy })
+	env["GATEWAY_STATE_TABLE"] = "outage"
+	a := startGateway(t, env, doc.secrets(regions)...)
+	waitFor(t, "store healthy", 5*time.Second, func() bool { return getStatus(t, a.URL).Store.Healthy })
 
 	az.Pause()
-	waitFor(t, "store reported degraded", 20*time.Second, func() bool { return !getStatus(t, gw.URL).Store.Healthy })
-	for i := 0; i < 3; i++ {
-		if resp, text := chat(t, gw.URL, "chat", smallChat); resp.StatusCode != 200 {
-			t.Fatalf("request during the outage: %d %s", resp.StatusCode, text)
+	var failed, sent atomic.Int32
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond): // steady traffic, well inside the simulator's limits
+			}
+			resp, err := http.Post(a.URL+"/openai/deployments/chat/chat/completions?api-version=2024-10-21", "application/json",
+				strings.NewReader(`{"messages":[{"role":"user","content":"Count the regions, please."}],"max_tokens":100}`))
+			sent.Add(1)
+			if err != nil {
+				failed.Add(1)
+				continue
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				failed.Add(1)
+			}
 		}
-	}
-	if resp, err := http.Get(gw.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
+	}()
+	waitFor(t, "store reported degraded", 20*time.Second, func() bool { return !getStatus(t, a.URL).Store.Healthy })
+	waitFor(t, "the primary throttled during the outage", 10*time.Second, func() bool {
+		return getStatus(t, a.URL).Deployments["chat"][0].State.State == "throttled"
+	})
+	if resp, err := http.Get(a.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("healthz during the outage: %v %v", err, resp)
 	}
+
 	az.Resume()
-	waitFor(t, "store recovered", 40*time.Second, func() bool { return getStatus(t, gw.URL).Store.Healthy })
+	waitFor(t, "store recovered", 40*time.Second, func() bool { return getStatus(t, a.URL).Store.Healthy })
+	b := startGateway(t, env, doc.secrets(regions)...)
+	waitFor(t, "a new instance learns the mark made during the outage", 5*time.Second, func() bool {
+		return getStatus(t, b.URL).Deployments["chat"][0].State.State == "throttled"
+	})
+	close(stop)
+	<-done
+	if failed.Load() != 0 || sent.Load() < 3 {
+		t.Errorf("%d of %d requests failed during the outage", failed.Load(), sent.Load())
+	}
+}
+
+// TestSharedStateSaves429s runs the same traffic through three gateway instances twice in one
+// run, once with per-instance state and once sharing Azurite, and compares the primary's 429s.
+// The primary's token window is the limit (rolling 60 s), so no window boundary moves the result.
+func TestSharedStateSaves429s(t *testing.T) {
+	az := azurite.Start(t)
+	const perRequest = `{"messages":[{"role":"user","content":"Count the regions, please."}],"max_tokens":100}` // ~107 tokens
+	run := func(shared bool) (throttled int) {
+		swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "m", TPM: 300, RPM: 600}})
+		frc := startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "m", TPM: 100000}})
+		regions := map[string]*region{"swc": swc, "frc": frc}
+		doc := newRouting().account("swc", swc).account("frc", frc).target("chat", "swc", "micro", 1).target("chat", "frc", "big", 2)
+		env := doc.env(regions)
+		if shared {
+			env["GATEWAY_STATE_STORAGE"] = az.ConnectionString
+			env["GATEWAY_STATE_TABLE"] = "savings"
+		}
+		var gws []*gatewayProc
+		for i := 0; i < 3; i++ {
+			gws = append(gws, startGateway(t, env, doc.secrets(regions)...))
+		}
+		send := func(g *gatewayProc, n int) {
+			for i := 0; i < n; i++ {
+				if resp, text := chat(t, g.URL, "chat", perRequest); resp.StatusCode != 200 {
+					t.Fatalf("request failed: %d %s", resp.StatusCode, text)
+				}
+			}
+		}
+		send(gws[0], 4) // the third of these finds the primary's minute used up
+		if shared {
+			for _, g := range gws[1:] {
+				waitFor(t, "the other instances learn the throttle", 5*time.Second, func() bool {
+					return getStatus(t, g.URL).Deployments["chat"][0].State.State == "throttled"
+				})
+			}
+		} else {
+			time.Sleep(2 * time.Second) // as long as two refresh intervals: nothing arrives
+		}
+		send(gws[1], 5)
+		send(gws[2], 5)
+		st := swc.Sim.Stats()["micro"]
+		if st.Served < 1 {
+			t.Errorf("the primary served nothing: %+v", st)
+		}
+		return st.Throttled
+	}
+	perInstance := run(false)
+	shared := run(true)
+	t.Logf("primary's 429s for the same 14 requests over 3 instances: per-instance state %d, shared state %d", perInstance, shared)
+	if shared >= perInstance || shared > 1 {
+		t.Errorf("shared state took %d 429s, per-instance %d: sharing must take fewer, and at most one", shared, perInstance)
+	}
 }

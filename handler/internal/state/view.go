@@ -237,7 +237,11 @@ func (v *View) Run(ctx context.Context) {
 			return
 		case <-v.kick:
 			if v.Health().Healthy {
-				_ = v.push(ctx) // a failure shows at the next Sync
+				pctx, cancel := context.WithTimeout(ctx, syncTimeout)
+				if err := v.push(pctx); err != nil {
+					v.setHealth(err)
+				}
+				cancel()
 			}
 		case <-timer.C:
 			if v.Sync(ctx) != nil {
