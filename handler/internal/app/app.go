@@ -161,15 +161,16 @@ func build(s *config.Settings, creds proxy.Credentials, store sharedStore, log *
 		Logger:   log,
 	})
 	p := proxy.New(proxy.Options{
-		Planner:      planner,
-		State:        view,
-		Credentials:  creds,
-		Transport:    newTransport(r.Timeouts.Connect.D(), getenv),
-		Timeouts:     r.Timeouts,
-		Throttle:     r.Throttle,
-		MaxBodyBytes: r.Limits.MaxRequestBodyBytes,
-		Logger:       log,
-		RequestLog:   out,
+		Planner:          planner,
+		State:            view,
+		Credentials:      creds,
+		Transport:        newTransport(r.Timeouts.Connect.D(), getenv),
+		Timeouts:         r.Timeouts,
+		Throttle:         r.Throttle,
+		MaxBodyBytes:     r.Limits.MaxRequestBodyBytes,
+		RouteByRemaining: r.Throttle.RouteByRemainingOrDefault(),
+		Logger:           log,
+		RequestLog:       out,
 	})
 	return &gateway{
 		settings: s, log: log, planner: planner, view: view, proxy: p,

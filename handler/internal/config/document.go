@@ -96,6 +96,14 @@ type Throttle struct {
 	DefaultRetryAfter Duration `json:"defaultRetryAfter"`
 	// MaxRetryAfter caps any wait a target asks for (Azure can say "retry after 86400 seconds").
 	MaxRetryAfter Duration `json:"maxRetryAfter"`
+	// RouteByRemaining: a target whose last x-ratelimit-remaining-tokens/-requests cannot
+	// absorb the request's estimated cost is tried after those that can. Default true.
+	RouteByRemaining *bool `json:"routeByRemaining"`
+}
+
+// RouteByRemainingOrDefault is RouteByRemaining, true when absent.
+func (t Throttle) RouteByRemainingOrDefault() bool {
+	return t.RouteByRemaining == nil || *t.RouteByRemaining
 }
 
 // Circuit configures when a failing target is taken out of rotation.

@@ -46,7 +46,10 @@ type Options struct {
 	Timeouts     config.Timeouts
 	Throttle     config.Throttle
 	MaxBodyBytes int64
-	Logger       *slog.Logger
+	// RouteByRemaining tries targets whose last reported budget cannot absorb the request after
+	// those that can.
+	RouteByRemaining bool
+	Logger           *slog.Logger
 	// RequestLog receives the one line written per request; nil writes none.
 	RequestLog RequestLog
 	Now        func() time.Time
@@ -173,7 +176,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.log.logical = c.logical
 	c.log.stream = c.info.stream
 
-	plan, ok := g.opt.Planner.Plan(c.logical, g.opt.State, c.start)
+	plan, ok := g.opt.Planner.Plan(c.logical, g.opt.State, c.start, g.estimate(c))
 	if !ok {
 		c.log.status = http.StatusNotFound
 		WriteError(w, http.StatusNotFound, "DeploymentNotFound", fmt.Sprintf(
@@ -183,6 +186,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.inHeader = r.Header
 	g.forward(w, r, c, plan)
+}
+
+// estimate is the request's cost as Azure OpenAI's rate limiter counts it: prompt tokens (a
+// quarter of the body's bytes, which slightly overcounts the prompt's characters) plus the
+// output tokens asked for. Zero when routing by remaining budget is off.
+func (g *Gateway) estimate(c *call) int64 {
+	if !g.opt.RouteByRemaining || len(c.body) == 0 {
+		return 0
+	}
+	return int64(len(c.body)/4 + c.info.outputTokens)
 }
 
 // readBody reads the whole request body so that it can be replayed to each target. It returns

@@ -27,6 +27,8 @@ type Availability interface {
 	// Unavailable reports whether the target should be skipped at now, until when, and
 	// whether it is throttled (else failing).
 	Unavailable(id string, now time.Time) (until time.Time, throttled, skip bool)
+	// Room reports whether the target's last reported rate-limit budget can absorb cost tokens.
+	Room(id string, now time.Time, cost int64) bool
 }
 
 // Skipped is a target left out of a plan.
@@ -103,7 +105,9 @@ func (p *Planner) Targets() []Target { return p.all }
 func (p *Planner) Groups(name string) [][]Target { return p.groups[name] }
 
 // Plan orders the targets of a logical name for one request. ok is false for an unknown name.
-func (p *Planner) Plan(name string, avail Availability, now time.Time) (plan Plan, ok bool) {
+// With cost > 0, targets whose last reported budget cannot absorb cost tokens are tried after
+// all the others (in their planned order): a 429 round trip avoided, as long as anyone has room.
+func (p *Planner) Plan(name string, avail Availability, now time.Time, cost int64) (plan Plan, ok bool) {
 	groups, ok := p.groups[name]
 	if !ok {
 		return Plan{}, false
@@ -124,7 +128,25 @@ func (p *Planner) Plan(name string, avail Availability, now time.Time) (plan Pla
 		}
 		weightedShuffle(plan.Candidates[start:])
 	}
+	if cost > 0 {
+		deferShort(plan.Candidates, func(t Target) bool { return avail.Room(t.ID, now, cost) })
+	}
 	return plan, true
+}
+
+// deferShort moves the targets without room after the others, keeping both groups' order.
+func deferShort(ts []Target, room func(Target) bool) {
+	var short []Target
+	n := 0
+	for _, t := range ts {
+		if room(t) {
+			ts[n] = t
+			n++
+		} else {
+			short = append(short, t)
+		}
+	}
+	copy(ts[n:], short)
 }
 
 // weightedShuffle orders ts so that each position is drawn at random in proportion to weight

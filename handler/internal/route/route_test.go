@@ -37,8 +37,11 @@ const doc = `{
 type none struct{}
 
 func (none) Unavailable(string, time.Time) (time.Time, bool, bool) { return time.Time{}, false, false }
+func (none) Room(string, time.Time, int64) bool                    { return true }
 
 type marks map[string]time.Time
+
+func (m marks) Room(string, time.Time, int64) bool { return true }
 
 func (m marks) Unavailable(id string, now time.Time) (time.Time, bool, bool) {
 	u, ok := m[id]
@@ -64,7 +67,7 @@ func TestPriorityAndWeights(t *testing.T) {
 	heavyFirst := 0
 	const n = 4000
 	for i := 0; i < n; i++ {
-		plan, ok := p.Plan("chat", none{}, time.Now())
+		plan, ok := p.Plan("chat", none{}, time.Now(), 0)
 		got := ids(plan.Candidates)
 		if !ok || len(got) != 4 || got[0] != "a/first" || got[3] != "b/late" {
 			t.Fatalf("order %v", got)
@@ -76,7 +79,7 @@ func TestPriorityAndWeights(t *testing.T) {
 	if share := float64(heavyFirst) / n; share < 0.68 || share > 0.82 {
 		t.Errorf("weight 3:1 put the heavy target first %.2f of the time, want about 0.75", share)
 	}
-	plan, _ := p.Plan("chat", none{}, time.Now())
+	plan, _ := p.Plan("chat", none{}, time.Now(), 0)
 	if plan.Candidates[0].Endpoint != "https://a.openai.azure.com" || plan.Candidates[0].Region != "swedencentral" {
 		t.Errorf("target %+v", plan.Candidates[0])
 	}
@@ -86,14 +89,35 @@ func TestSkipsUnavailable(t *testing.T) {
 	p := New(routing(t, doc))
 	now := time.Now()
 	m := marks{"a/first": now.Add(time.Minute), "b/light": now.Add(time.Second), "b/late": now.Add(-time.Second)}
-	plan, _ := p.Plan("chat", m, now)
+	plan, _ := p.Plan("chat", m, now, 0)
 	if got := ids(plan.Candidates); !reflect.DeepEqual(got, []string{"a/heavy", "b/late"}) {
 		t.Errorf("candidates %v", got)
 	}
 	if len(plan.Skipped) != 2 || plan.Skipped[0].Target.ID != "a/first" || !plan.Skipped[0].Throttled || !plan.Skipped[0].Until.Equal(now.Add(time.Minute)) || plan.Skipped[1].Throttled {
 		t.Errorf("skipped %+v", plan.Skipped)
 	}
-	if _, ok := p.Plan("nope", none{}, now); ok {
+	if _, ok := p.Plan("nope", none{}, now, 0); ok {
 		t.Error("unknown name planned")
+	}
+}
+
+// short reports no room on the listed targets.
+type short map[string]bool
+
+func (s short) Unavailable(string, time.Time) (time.Time, bool, bool) {
+	return time.Time{}, false, false
+}
+func (s short) Room(id string, _ time.Time, cost int64) bool { return cost == 0 || !s[id] }
+
+func TestTargetsWithoutRoomGoLast(t *testing.T) {
+	p := New(routing(t, doc))
+	plan, _ := p.Plan("chat", short{"a/first": true}, time.Now(), 500)
+	got := ids(plan.Candidates)
+	if len(got) != 4 || got[3] != "a/first" || got[2] != "b/late" {
+		t.Errorf("order %v: the target without room must be tried last, the rest in order", got)
+	}
+	plan, _ = p.Plan("chat", short{"a/first": true}, time.Now(), 0)
+	if ids(plan.Candidates)[0] != "a/first" {
+		t.Errorf("without a cost estimate the order must not change")
 	}
 }

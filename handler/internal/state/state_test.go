@@ -362,3 +362,27 @@ func TestStoreTransactions(t *testing.T) {
 		t.Errorf("50 marks of one target made %d merges, want 1", m)
 	}
 }
+
+func TestRoom(t *testing.T) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	v := newTestView(c, nil)
+	if !v.Room("a/x", c.Now(), 1000) {
+		t.Error("an unknown budget must count as room")
+	}
+	v.Record("a/x", Outcome{Kind: Succeeded, Status: 200, Quota: Quota{Tokens: 500, Requests: 3}})
+	if !v.Room("a/x", c.Now(), 400) || v.Room("a/x", c.Now(), 600) {
+		t.Error("token budget not applied")
+	}
+	c.Add(61 * time.Second)
+	if !v.Room("a/x", c.Now(), 600) {
+		t.Error("a budget older than the token window must count as refilled")
+	}
+	v.Record("a/x", Outcome{Kind: Succeeded, Status: 200, Quota: Quota{Tokens: 90000, Requests: 0}})
+	if v.Room("a/x", c.Now(), 1) {
+		t.Error("no requests left must mean no room")
+	}
+	c.Add(11 * time.Second)
+	if !v.Room("a/x", c.Now(), 1) {
+		t.Error("the request bucket refills after 10 s")
+	}
+}

@@ -127,6 +127,32 @@ func (v *View) Unavailable(id string, now time.Time) (until time.Time, throttled
 	return time.Time{}, false, false
 }
 
+// Windows after which a target's reported remaining budget no longer holds: Azure OpenAI counts
+// tokens over a rolling minute and requests in 10-second buckets.
+const (
+	tokenWindow   = time.Minute
+	requestWindow = 10 * time.Second
+)
+
+// Room reports whether the target's last reported budget can absorb a request estimated at
+// cost tokens. Unknown or outdated budgets count as room: only a known shortfall says no.
+func (v *View) Room(id string, now time.Time, cost int64) bool {
+	t := v.targets[id]
+	if t == nil {
+		return true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	age := now.Sub(t.quotaAt)
+	if t.quotaAt.IsZero() || age < 0 {
+		return true
+	}
+	if t.quota.Requests == 0 && age < requestWindow {
+		return false
+	}
+	return !(t.quota.Tokens >= 0 && t.quota.Tokens < cost && age < tokenWindow)
+}
+
 // Acquire is called just before an attempt. It returns false when the target's circuit is
 // half-open and another request already holds the one probe.
 func (v *View) Acquire(id string, now time.Time) bool {
