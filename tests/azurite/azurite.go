@@ -22,8 +22,10 @@ const AccountKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6
 type Table struct {
 	// ConnectionString reaches it with the development account.
 	ConnectionString string
-	Port             string
-	cmd              *exec.Cmd
+	// ServiceURI is the table endpoint, for identity-based connections.
+	ServiceURI string
+	Port       string
+	cmd        *exec.Cmd
 }
 
 func bin() string {
@@ -33,7 +35,14 @@ func bin() string {
 
 // Start runs Azurite for the test. Without it installed (tests/run installs it), the test fails
 // under CI and is skipped elsewhere.
-func Start(t testing.TB) *Table {
+func Start(t testing.TB) *Table { return start(t, "", "") }
+
+// StartOAuth runs Azurite over HTTPS with the given certificate, accepting Entra ID bearer
+// tokens (Azurite checks their issuer, audience and lifetime, not their signature).
+// ServiceURI is then the identity-based endpoint.
+func StartOAuth(t testing.TB, certFile, keyFile string) *Table { return start(t, certFile, keyFile) }
+
+func start(t testing.TB, certFile, keyFile string) *Table {
 	t.Helper()
 	path := bin()
 	if _, err := os.Stat(path); err != nil {
@@ -48,8 +57,12 @@ func Start(t testing.TB) *Table {
 	}
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	ln.Close()
-	cmd := exec.Command(path, "--tableHost", "127.0.0.1", "--tablePort", port, "--inMemoryPersistence",
-		"--skipApiVersionCheck", "--disableTelemetry", "--silent")
+	args := []string{"--tableHost", "127.0.0.1", "--tablePort", port, "--inMemoryPersistence",
+		"--skipApiVersionCheck", "--disableTelemetry", "--silent"}
+	if certFile != "" {
+		args = append(args, "--cert", certFile, "--key", keyFile, "--oauth", "basic")
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Dir = t.TempDir()
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -57,8 +70,12 @@ func Start(t testing.TB) *Table {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start Azurite: %v", err)
 	}
-	tb := &Table{Port: port, cmd: cmd, ConnectionString: fmt.Sprintf(
-		"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;TableEndpoint=http://127.0.0.1:%s/devstoreaccount1;", AccountKey, port)}
+	scheme := "http"
+	if certFile != "" {
+		scheme = "https"
+	}
+	tb := &Table{Port: port, cmd: cmd, ServiceURI: fmt.Sprintf("%s://127.0.0.1:%s/devstoreaccount1", scheme, port),
+		ConnectionString: fmt.Sprintf("DefaultEndpointsProtocol=%s;AccountName=devstoreaccount1;AccountKey=%s;TableEndpoint=%s://127.0.0.1:%s/devstoreaccount1;", scheme, AccountKey, scheme, port)}
 	t.Cleanup(tb.Stop)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
