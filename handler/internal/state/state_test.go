@@ -386,3 +386,24 @@ func TestRoom(t *testing.T) {
 		t.Error("the request bucket refills after 10 s")
 	}
 }
+
+// TestFarMarksAreIgnored: one instance with a wrong clock (or a bug) writing a deadline far
+// ahead cannot keep a target out, while marks within MaxAhead are honoured.
+func TestFarMarksAreIgnored(t *testing.T) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	store := NewMemoryStore()
+	store.Merge(context.Background(), Mark{Target: "a/x", ThrottledUntil: c.Now().Add(24 * time.Hour), Updated: c.Now()})
+	store.Merge(context.Background(), Mark{Target: "b/y", ThrottledUntil: c.Now().Add(4 * time.Minute), Updated: c.Now()})
+	v := NewView(Options{Targets: []string{"a/x", "b/y"}, Store: store, CircuitFailures: 3, MaxAhead: 5 * time.Minute, Now: c.Now,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	for i := 0; i < 3; i++ {
+		v.Sync(context.Background())
+		if _, _, skip := v.Unavailable("a/x", c.Now()); skip {
+			t.Fatalf("a mark a day ahead kept the target out")
+		}
+		c.Add(time.Second)
+	}
+	if _, _, skip := v.Unavailable("b/y", c.Now()); !skip {
+		t.Error("a mark within MaxAhead was not honoured")
+	}
+}

@@ -52,8 +52,8 @@ type Options struct {
 	Misconfigured   time.Duration // how long a 401/403/404 target is skipped
 	ProbeTimeout    time.Duration // how long one probe may hold a half-open target
 	SyncInterval    time.Duration // how often the store is read
-	// MaxAhead caps how far in the future a mark read from the store may reach, so that one
-	// instance with a wrong clock (or a bug) cannot keep a target out for longer than that.
+	// MaxAhead: a mark read from the store that reaches further into the future is ignored, so
+	// that one instance with a wrong clock (or a bug) cannot keep a target out at all.
 	MaxAhead time.Duration
 	Now      func() time.Time
 	Logger   *slog.Logger
@@ -85,6 +85,7 @@ type target struct {
 	lastChange     time.Time
 	quota          Quota
 	quotaAt        time.Time
+	ignored        time.Time // Updated of the last far mark ignored, to log it once
 }
 
 // NewView returns a view of opt.Targets, all available.
@@ -220,11 +221,20 @@ func (v *View) Record(id string, o Outcome) {
 	}
 }
 
-func earlier(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
+// ignoreFar logs, once per mark, that a mark too far ahead was ignored.
+func (v *View) ignoreFar(m Mark) {
+	t := v.targets[m.Target]
+	if t == nil {
+		return
 	}
-	return a
+	t.mu.Lock()
+	seen := t.ignored.Equal(m.Updated)
+	t.ignored = m.Updated
+	t.mu.Unlock()
+	if !seen {
+		v.opt.Logger.Warn("ignored a shared mark too far in the future; the writing instance's clock is probably wrong",
+			"target", m.Target, "instance", m.Instance, "throttledUntil", m.ThrottledUntil, "failingUntil", m.FailingUntil, "limit", v.opt.MaxAhead.String())
+	}
 }
 
 func later(a, b time.Time) time.Time {
@@ -334,8 +344,11 @@ func (v *View) pull(ctx context.Context) error {
 		limit = v.opt.Now().Add(v.opt.MaxAhead)
 	}
 	for _, m := range marks {
-		if !limit.IsZero() {
-			m.ThrottledUntil, m.FailingUntil = earlier(m.ThrottledUntil, limit), earlier(m.FailingUntil, limit)
+		if !limit.IsZero() && (m.ThrottledUntil.After(limit) || m.FailingUntil.After(limit)) {
+			// No sane instance writes that far ahead: its clock is wrong (or worse). Ignoring
+			// the mark, rather than cutting it, keeps it from being renewed at every read.
+			v.ignoreFar(m)
+			continue
 		}
 		t := v.targets[m.Target]
 		if t == nil {
