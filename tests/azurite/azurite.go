@@ -26,6 +26,8 @@ type Table struct {
 	ServiceURI string
 	Port       string
 	cmd        *exec.Cmd
+	path, dir  string
+	args       []string
 }
 
 func bin() string {
@@ -59,36 +61,51 @@ func start(t testing.TB, certFile, keyFile string) *Table {
 	ln.Close()
 	args := []string{"--tableHost", "127.0.0.1", "--tablePort", port, "--inMemoryPersistence",
 		"--skipApiVersionCheck", "--disableTelemetry", "--silent"}
+	scheme := "http"
 	if certFile != "" {
 		args = append(args, "--cert", certFile, "--key", keyFile, "--oauth", "basic")
+		scheme = "https"
 	}
-	cmd := exec.Command(path, args...)
-	cmd.Dir = t.TempDir()
+	tb := &Table{Port: port, path: path, args: args, dir: t.TempDir(),
+		ServiceURI: fmt.Sprintf("%s://127.0.0.1:%s/devstoreaccount1", scheme, port),
+		ConnectionString: fmt.Sprintf("DefaultEndpointsProtocol=%s;AccountName=devstoreaccount1;AccountKey=%s;TableEndpoint=%s://127.0.0.1:%s/devstoreaccount1;",
+			scheme, AccountKey, scheme, port)}
+	t.Cleanup(tb.Stop)
+	tb.spawn(t)
+	return tb
+}
+
+// spawn starts the process and waits until it listens.
+func (tb *Table) spawn(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(tb.path, tb.args...)
+	cmd.Dir = tb.dir
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start Azurite: %v", err)
 	}
-	scheme := "http"
-	if certFile != "" {
-		scheme = "https"
-	}
-	tb := &Table{Port: port, cmd: cmd, ServiceURI: fmt.Sprintf("%s://127.0.0.1:%s/devstoreaccount1", scheme, port),
-		ConnectionString: fmt.Sprintf("DefaultEndpointsProtocol=%s;AccountName=devstoreaccount1;AccountKey=%s;TableEndpoint=%s://127.0.0.1:%s/devstoreaccount1;", scheme, AccountKey, scheme, port)}
-	t.Cleanup(tb.Stop)
+	tb.cmd = cmd
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second)
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+tb.Port, time.Second)
 		if err == nil {
 			c.Close()
-			return tb
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Azurite did not listen on %s within 30s: %s", port, out.String())
+			t.Fatalf("Azurite did not listen on %s within 30s: %s", tb.Port, out.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// Restart stops Azurite and starts a fresh one, empty, on the same port.
+func (tb *Table) Restart(t testing.TB) {
+	t.Helper()
+	tb.Stop()
+	tb.spawn(t)
 }
 
 type syncBuffer struct {

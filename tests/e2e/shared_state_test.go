@@ -61,6 +61,7 @@ func TestThrottleSharedAcrossInstances(t *testing.T) {
 	frc := startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "m", TPM: 40000}})
 	regions := map[string]*region{"swc": swc, "frc": frc}
 	doc := newRouting().account("swc", swc).account("frc", frc).target("chat", "swc", "micro", 1).target("chat", "frc", "big", 2)
+	doc.Throttle = map[string]any{"routeByRemaining": false} // about what a 429 does
 	env := doc.env(regions)
 	env["GATEWAY_STATE_STORAGE"] = az.ConnectionString
 	env["GATEWAY_STATE_TABLE"] = "sharedtest"
@@ -101,6 +102,7 @@ func TestStoreOutage(t *testing.T) {
 	frc := startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "m"}}) // no limit
 	regions := map[string]*region{"swc": swc, "frc": frc}
 	doc := newRouting().account("swc", swc).account("frc", frc).target("chat", "swc", "micro", 1).target("chat", "frc", "big", 2)
+	doc.Throttle = map[string]any{"routeByRemaining": false} // the primary must answer a 429
 	env := doc.env(regions)
 	env["GATEWAY_STATE_STORAGE"] = az.ConnectionString
 	env["GATEWAY_STATE_TABLE"] = "outage"
@@ -215,4 +217,39 @@ func TestSharedStateSaves429s(t *testing.T) {
 	if perInstanceByRemaining >= perInstance {
 		t.Errorf("routing by remaining budget saved no 429 (%d vs %d)", perInstanceByRemaining, perInstance)
 	}
+}
+
+// TestStoreRestart: Table Storage goes away (connections refused) and comes back empty; a mark
+// made meanwhile is written to the new table and other instances learn it.
+func TestStoreRestart(t *testing.T) {
+	az := azurite.Start(t)
+	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "m", TPM: 300, RPM: 600}})
+	frc := startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "m"}})
+	regions := map[string]*region{"swc": swc, "frc": frc}
+	doc := newRouting().account("swc", swc).account("frc", frc).target("chat", "swc", "micro", 1).target("chat", "frc", "big", 2)
+	doc.Throttle = map[string]any{"routeByRemaining": false}
+	env := doc.env(regions)
+	env["GATEWAY_STATE_STORAGE"] = az.ConnectionString
+	env["GATEWAY_STATE_TABLE"] = "restart"
+	a := startGateway(t, env, doc.secrets(regions)...)
+	waitFor(t, "store healthy", 5*time.Second, func() bool { return getStatus(t, a.URL).Store.Healthy })
+
+	az.Stop()
+	body := `{"messages":[{"role":"user","content":"Count the regions, please."}],"max_tokens":100}`
+	for i := 0; i < 3; i++ { // the third is a 429 from the primary: a mark that cannot be written now
+		if resp, text := chat(t, a.URL, "chat", body); resp.StatusCode != 200 {
+			t.Fatalf("request while the store is down: %d %s", resp.StatusCode, text)
+		}
+	}
+	if swc.Sim.Stats()["micro"].Throttled != 1 {
+		t.Fatalf("no 429 while the store was down: %+v", swc.Sim.Stats()["micro"])
+	}
+	waitFor(t, "store reported degraded", 10*time.Second, func() bool { return !getStatus(t, a.URL).Store.Healthy })
+
+	az.Restart(t)
+	waitFor(t, "store recovered", 40*time.Second, func() bool { return getStatus(t, a.URL).Store.Healthy })
+	b := startGateway(t, env, doc.secrets(regions)...)
+	waitFor(t, "a new instance learns the mark made while the store was down", 5*time.Second, func() bool {
+		return getStatus(t, b.URL).Deployments["chat"][0].State.State == "throttled"
+	})
 }
