@@ -79,7 +79,8 @@ func TestThrottleSharedAcrossInstances(t *testing.T) {
 	if resp.Header.Get("x-served-by") != "frc/big" || resp.Header.Get("x-gateway-attempts") != "2" {
 		t.Fatalf("second request: %s after %s attempts", resp.Header.Get("x-served-by"), resp.Header.Get("x-gateway-attempts"))
 	}
-	waitFor(t, "instance B learns the throttle", 5*time.Second, func() bool {
+	// Within one refresh interval (1 s) plus the write's round trip.
+	waitFor(t, "instance B learns the throttle", 2500*time.Millisecond, func() bool {
 		return getStatus(t, b.URL).Deployments["chat"][0].State.State == "throttled"
 	})
 	for i := 0; i < 5; i++ {
@@ -196,7 +197,7 @@ func TestSharedStateSaves429s(t *testing.T) {
 				continue
 			}
 			for _, g := range gws[i+1:] {
-				waitFor(t, "the other instances learn the throttle", 5*time.Second, func() bool {
+				waitFor(t, "the other instances learn the throttle within a refresh", 2500*time.Millisecond, func() bool {
 					return getStatus(t, g.URL).Deployments["chat"][0].State.State == "throttled"
 				})
 			}

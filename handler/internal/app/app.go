@@ -154,7 +154,7 @@ func build(s *config.Settings, creds proxy.Credentials, store sharedStore, log *
 		CircuitCooldown: r.Circuit.Cooldown.D(),
 		Misconfigured:   r.Circuit.Misconfigured.D(),
 		ProbeTimeout:    r.Timeouts.Request.D(),
-		SyncInterval:    time.Second,
+		SyncInterval:    s.State.Refresh,
 		// A mark may reach no further than the longest wait the gateway itself would set,
 		// plus a few seconds for clocks that differ between instances.
 		MaxAhead: max(r.Throttle.MaxRetryAfter.D(), r.Circuit.Cooldown.D(), r.Circuit.Misconfigured.D()) + clockSkew,

@@ -139,7 +139,7 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Addr != ":8080" || s.State.Configured() || s.State.Table != "gatewaystate" || len(s.Warnings) != 2 {
+	if s.Addr != ":8080" || s.State.Configured() || s.State.Table != "gatewaystate" || s.State.Refresh != time.Second || len(s.Warnings) != 2 {
 		t.Errorf("settings %+v", s)
 	}
 	if s, _ := Load(env(with("FUNCTIONS_CUSTOMHANDLER_PORT", "7071", "PORT", "9"))); s.Addr != "127.0.0.1:7071" {
@@ -170,6 +170,7 @@ func TestLoad(t *testing.T) {
 		{"bad connection string", with("GATEWAY_STATE_STORAGE", "AccountKey="+accountKey), []string{"GATEWAY_STATE_STORAGE: not a storage connection string"}},
 		{"bad table", with("GATEWAY_STATE_TABLE", "9x"), []string{"GATEWAY_STATE_TABLE"}},
 		{"bad partition", with("GATEWAY_STATE_PARTITION", "a/b"), []string{"GATEWAY_STATE_PARTITION"}},
+		{"bad refresh", with("GATEWAY_STATE_REFRESH", "1ms"), []string{"GATEWAY_STATE_REFRESH"}},
 		{"http table uri", with("AzureWebJobsStorage__tableServiceUri", "http://acct.table.core.windows.net"), []string{"must be an https:// URL"}},
 		{"several at once", with("PORT", "x", "GATEWAY_STATE_TABLE", "no-dash", "DEV_KEY", ""), []string{"PORT", "GATEWAY_STATE_TABLE", "DEV_KEY"}},
 	} {
@@ -198,7 +199,7 @@ func TestLoad(t *testing.T) {
 	}{
 		{"gateway setting first", with("GATEWAY_STATE_STORAGE", "UseDevelopmentStorage=true", "AzureWebJobsStorage", "AccountName=a;AccountKey=b"), "GATEWAY_STATE_STORAGE", "", "UseDevelopmentStorage=true", "gatewaystate"},
 		{"falls back to AzureWebJobsStorage", with("AzureWebJobsStorage", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=b;EndpointSuffix=core.windows.net"), "AzureWebJobsStorage", "", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=b;EndpointSuffix=core.windows.net", "gatewaystate"},
-		{"identity based", with("GATEWAY_STATE_STORAGE__tableServiceUri", "https://a.table.core.windows.net", "GATEWAY_STATE_STORAGE__clientId", "cid", "GATEWAY_STATE_TABLE", "myTable1", "GATEWAY_STATE_PARTITION", "eu-gateway"), "GATEWAY_STATE_STORAGE__tableServiceUri", "https://a.table.core.windows.net", "", "myTable1"},
+		{"identity based", with("GATEWAY_STATE_STORAGE__tableServiceUri", "https://a.table.core.windows.net", "GATEWAY_STATE_STORAGE__clientId", "cid", "GATEWAY_STATE_TABLE", "myTable1", "GATEWAY_STATE_PARTITION", "eu-gateway", "GATEWAY_STATE_REFRESH", "500ms"), "GATEWAY_STATE_STORAGE__tableServiceUri", "https://a.table.core.windows.net", "", "myTable1"},
 	} {
 		s, err := Load(env(tc.env))
 		if err != nil {
@@ -207,7 +208,7 @@ func TestLoad(t *testing.T) {
 		if s.State.Setting != tc.setting || s.State.TableServiceURI != tc.uri || s.State.ConnectionString != tc.conn || s.State.Table != tc.table || !s.State.Configured() {
 			t.Errorf("%s: %+v", tc.name, s.State)
 		}
-		if tc.uri != "" && (s.State.ClientID != "cid" || s.State.Partition != "eu-gateway") {
+		if tc.uri != "" && (s.State.ClientID != "cid" || s.State.Partition != "eu-gateway" || s.State.Refresh != 500*time.Millisecond) {
 			t.Errorf("%s: client id %q", tc.name, s.State.ClientID)
 		}
 	}

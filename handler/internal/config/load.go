@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Settings is everything the gateway reads from its environment.
@@ -38,6 +39,8 @@ type StateStorage struct {
 	Table            string
 	// Partition separates gateways that share one table.
 	Partition string
+	// Refresh is how often each instance reads the table.
+	Refresh time.Duration
 }
 
 // Configured reports whether a shared store was named.
@@ -192,7 +195,15 @@ func checkKeyEnv(r *Routing, getenv func(string) string) []string {
 }
 
 func stateStorage(get func(string) string, probs *Problems) StateStorage {
-	st := StateStorage{Table: "gatewaystate", Partition: "gateway"}
+	st := StateStorage{Table: "gatewaystate", Partition: "gateway", Refresh: time.Second}
+	if r := get("GATEWAY_STATE_REFRESH"); r != "" {
+		d, err := time.ParseDuration(r)
+		if err != nil || d < 100*time.Millisecond || d > time.Minute {
+			*probs = append(*probs, fmt.Sprintf("GATEWAY_STATE_REFRESH: %q must be a duration from 100ms to 1m, such as \"1s\"", r))
+		} else {
+			st.Refresh = d
+		}
+	}
 	if p := get("GATEWAY_STATE_PARTITION"); p != "" {
 		if len(p) > 255 || strings.ContainsAny(p, "/\\#?'") || strings.IndexFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
 			*probs = append(*probs, fmt.Sprintf("GATEWAY_STATE_PARTITION: %q may not contain / \\ # ? ' or control characters (at most 255)", p))

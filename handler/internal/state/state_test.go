@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -405,5 +406,19 @@ func TestFarMarksAreIgnored(t *testing.T) {
 	}
 	if _, _, skip := v.Unavailable("b/y", c.Now()); !skip {
 		t.Error("a mark within MaxAhead was not honoured")
+	}
+}
+
+func TestExpandConnectionString(t *testing.T) {
+	for _, in := range []string{"UseDevelopmentStorage=true", "usedevelopmentstorage=true;", " UseDevelopmentStorage=true "} {
+		if got := ExpandConnectionString(in); !strings.Contains(got, "AccountName=devstoreaccount1") || !strings.Contains(got, "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1") {
+			t.Errorf("%q expanded to %q", in, got)
+		}
+	}
+	if cs := "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=b"; ExpandConnectionString(cs) != cs {
+		t.Error("a real connection string was changed")
+	}
+	if _, err := NewServiceClient("AccountName=a;AccountKey=not base64!", "", nil); err == nil || strings.Contains(err.Error(), "not base64") {
+		t.Errorf("a broken connection string: %v (the error must not quote it)", err)
 	}
 }
