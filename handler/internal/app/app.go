@@ -51,18 +51,22 @@ func Run(ctx context.Context, env Env) error {
 	for _, w := range settings.Warnings {
 		log.Warn(w)
 	}
-	keys, err := secrets.NewEnvKeys(settings.Routing.Accounts, env.Getenv)
+	creds, vault, err := openCredentials(ctx, settings, log, env.Getenv)
 	if err != nil {
-		return fmt.Errorf("invalid configuration: %w", err)
+		return err
 	}
-
 	store, err := openStore(ctx, settings, log)
 	if err != nil {
 		return err
 	}
-	g, err := build(settings, keys, store, log, out, env.Getenv)
+	g, err := build(settings, creds, store, log, out, env.Getenv)
 	if err != nil {
 		return err
+	}
+	if vault != nil {
+		vctx, stopVault := context.WithCancel(context.Background())
+		defer stopVault()
+		go vault.Run(vctx)
 	}
 	ln, err := net.Listen("tcp", settings.Addr)
 	if err != nil {
@@ -82,11 +86,53 @@ type gateway struct {
 	instance string
 	started  time.Time
 	store    string
+	creds    *secrets.Credentials
 }
 
 // clockSkew is how far instances' clocks may differ: a mark is absolute UTC time, so another
 // instance frees a target that much earlier or later. NTP keeps Azure hosts within a second.
 const clockSkew = 5 * time.Second
+
+// openCredentials builds every account's credential source. Key Vault secrets are read at
+// start, all at once; a vault that cannot be reached does not stop the start: /healthz says
+// 503 until every logical deployment has a target with a credential, and reading is retried.
+func openCredentials(ctx context.Context, s *config.Settings, log *slog.Logger, getenv func(string) string) (*secrets.Credentials, *secrets.VaultKeys, error) {
+	r := s.Routing
+	env, err := secrets.NewEnvKeys(r.Accounts, getenv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	var names []string
+	seen := map[string]bool{}
+	identity := false
+	for _, a := range r.Accounts {
+		if n := a.Auth.KeyVaultSecret; n != "" && !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+		identity = identity || a.Auth.ManagedIdentity || a.Auth.KeyVaultSecret != ""
+	}
+	var cred azcore.TokenCredential
+	if identity {
+		if cred, err = credential(s.ClientID); err != nil {
+			return nil, nil, fmt.Errorf("the gateway's identity: %w", err)
+		}
+	}
+	var vault *secrets.VaultKeys
+	if len(names) > 0 {
+		if vault, err = secrets.NewVaultKeys(r.KeyVault, cred, names, r.Secrets.Refresh.D(), log); err != nil {
+			return nil, nil, err
+		}
+		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if err := vault.Load(lctx); err != nil {
+			log.Warn("Key Vault not readable at start; targets without a key are skipped until it is", "vault", r.KeyVault, "error", err)
+		} else {
+			log.Info("read backend keys from Key Vault", "vault", r.KeyVault, "secrets", len(names))
+		}
+	}
+	return secrets.NewCredentials(r.Accounts, env, vault, cred), vault, nil
+}
 
 // sharedStore is where target state lives: kind names it in /status.
 type sharedStore struct {
@@ -137,7 +183,7 @@ func credential(clientID string) (azcore.TokenCredential, error) {
 	return azidentity.NewDefaultAzureCredential(nil)
 }
 
-func build(s *config.Settings, creds proxy.Credentials, store sharedStore, log *slog.Logger, out telemetry.Output, getenv func(string) string) (*gateway, error) {
+func build(s *config.Settings, creds *secrets.Credentials, store sharedStore, log *slog.Logger, out telemetry.Output, getenv func(string) string) (*gateway, error) {
 	r := s.Routing
 	planner := route.New(r)
 	ids := make([]string, 0, len(planner.Targets()))
@@ -176,7 +222,7 @@ func build(s *config.Settings, creds proxy.Credentials, store sharedStore, log *
 		settings: s, log: log, planner: planner, view: view, proxy: p,
 		front:    auth.FrontDoor{ID: s.FrontDoorID},
 		callers:  auth.Callers{Anonymous: r.Clients != nil && r.Clients.Anonymous},
-		instance: instance, started: time.Now(), store: store.kind,
+		instance: instance, started: time.Now(), store: store.kind, creds: creds,
 	}, nil
 }
 

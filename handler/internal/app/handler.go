@@ -80,7 +80,7 @@ func (g *gateway) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "application/json")
-	ready := len(g.planner.Names()) > 0
+	ready := g.ready()
 	status := http.StatusOK
 	if !ready {
 		status = http.StatusServiceUnavailable
@@ -129,4 +129,20 @@ func (g *gateway) status(w http.ResponseWriter, r *http.Request) {
 		"store":       map[string]any{"kind": g.store, "shared": store.Shared, "healthy": store.Healthy, "lastError": store.LastError, "lastSync": store.LastSync},
 		"deployments": deployments,
 	})
+}
+
+// ready: every logical deployment has at least one target with a credential to call it with.
+func (g *gateway) ready() bool {
+	for _, name := range g.planner.Names() {
+		ok := false
+		for _, group := range g.planner.Groups(name) {
+			for _, t := range group {
+				ok = ok || g.creds.Has(t.Account)
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return len(g.planner.Names()) > 0
 }

@@ -15,6 +15,13 @@ type Routing struct {
 	Throttle    Throttle            `json:"throttle"`
 	Circuit     Circuit             `json:"circuit"`
 	Limits      Limits              `json:"limits"`
+	Secrets     Secrets             `json:"secrets"`
+}
+
+// Secrets configures how Key Vault secrets are kept.
+type Secrets struct {
+	// Refresh is how often every secret is read again (with jitter).
+	Refresh Duration `json:"refresh"`
 }
 
 // Account is one Azure OpenAI resource.
@@ -136,6 +143,7 @@ const (
 	DefaultCircuitCooldown     = 10 * time.Second
 	DefaultMisconfigured       = 30 * time.Second
 	DefaultMaxRequestBodyBytes = 64 << 20
+	DefaultSecretsRefresh      = 5 * time.Minute
 	// FunctionsRequestLimit is the Functions host's hard limit on an HTTP-triggered request.
 	FunctionsRequestLimit = 230 * time.Second
 )
@@ -158,6 +166,7 @@ func (r *Routing) applyDefaults() {
 	}
 	setDur(&r.Circuit.Cooldown, DefaultCircuitCooldown)
 	setDur(&r.Circuit.Misconfigured, DefaultMisconfigured)
+	setDur(&r.Secrets.Refresh, DefaultSecretsRefresh)
 	if r.Limits.MaxRequestBodyBytes == 0 {
 		r.Limits.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes
 	}

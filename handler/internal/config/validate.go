@@ -39,12 +39,15 @@ func (r *Routing) validate() []string {
 		set := 0
 		if a.Auth.KeyVaultSecret != "" {
 			set++
-			// Key Vault credentials arrive with the Key Vault credential source.
-			add("%s.auth.keyVaultSecret: Key Vault credentials are not supported by this build yet; use keyEnv", at)
+			if r.KeyVault == "" {
+				add("%s.auth.keyVaultSecret: needs the document's keyVault (the vault's URL)", at)
+			}
+			if !validSecretName(a.Auth.KeyVaultSecret) {
+				add("%s.auth.keyVaultSecret: %q is not a Key Vault secret name (1-127 letters, digits and '-')", at, a.Auth.KeyVaultSecret)
+			}
 		}
 		if a.Auth.ManagedIdentity {
 			set++
-			add("%s.auth.managedIdentity: managed-identity calls to Azure OpenAI are not supported by this build yet; use keyEnv", at)
 		}
 		if a.Auth.KeyEnv != "" {
 			set++
@@ -117,6 +120,7 @@ func (r *Routing) validate() []string {
 		{"timeouts.request", t.Request}, {"timeouts.shutdown", t.Shutdown},
 		{"throttle.defaultRetryAfter", r.Throttle.DefaultRetryAfter}, {"throttle.maxRetryAfter", r.Throttle.MaxRetryAfter},
 		{"circuit.cooldown", r.Circuit.Cooldown}, {"circuit.misconfigured", r.Circuit.Misconfigured},
+		{"secrets.refresh", r.Secrets.Refresh},
 	} {
 		if d.v <= 0 {
 			add(`%s: must be a positive duration string such as "30s"`, d.name)
@@ -138,6 +142,18 @@ func (r *Routing) validate() []string {
 		add("limits.maxRequestBodyBytes: %d is below the 1 KiB minimum", r.Limits.MaxRequestBodyBytes)
 	}
 	return p
+}
+
+func validSecretName(s string) bool {
+	if s == "" || len(s) > 127 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isLetter(c) && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
 }
 
 func checkEndpoint(raw string) error {

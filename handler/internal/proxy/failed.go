@@ -20,7 +20,7 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 	now := g.opt.Now()
 	var details []attemptDetail
 	allThrottled, anyTimeout, anyOther := true, false, false
-	allNotFound := len(tried) > 0
+	allNotFound, allNoCredential := len(tried) > 0, len(tried) > 0
 	var soonest time.Time
 	note := func(at time.Time) {
 		if !at.IsZero() && (soonest.IsZero() || at.Before(soonest)) {
@@ -30,7 +30,12 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 	for _, a := range tried {
 		d := attemptDetail{Target: a.target.ID, Status: a.status, Reason: a.reason}
 		allNotFound = allNotFound && a.notFound
+		allNoCredential = allNoCredential && a.noCredential
 		switch {
+		case a.noCredential:
+			d.Outcome, allThrottled, anyOther = "no credential", false, true
+			details = append(details, d)
+			continue
 		case a.notFound:
 			d.Outcome, allThrottled, anyOther = "not found", false, true
 			details = append(details, d)
@@ -75,6 +80,10 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 	var status int
 	var code, msg string
 	switch {
+	case allNoCredential && len(skipped) == 0:
+		status, code = http.StatusServiceUnavailable, "NoCredential"
+		msg = fmt.Sprintf("no target of deployment %q has a credential yet (Key Vault or the managed identity is not reachable); try again shortly", c.logical)
+		h.Set("Retry-After", "5")
 	case allNotFound && len(skipped) == 0:
 		status, code = http.StatusNotFound, "NotFound"
 		msg = fmt.Sprintf("every target of deployment %q answered 404 Resource not found: check the operation path and api-version", c.logical)

@@ -30,6 +30,17 @@ type Credentials interface {
 	Authorize(ctx context.Context, account string, h http.Header) error
 }
 
+// Rotator is implemented by credentials that can be read again when a backend rejects them:
+// Rotate reports whether the credential sent in h has since changed.
+type Rotator interface {
+	Rotate(ctx context.Context, account string, sent http.Header) bool
+}
+
+func (g *Gateway) rotate(ctx context.Context, account string, sent http.Header) bool {
+	r, ok := g.opt.Credentials.(Rotator)
+	return ok && r.Rotate(ctx, account, sent)
+}
+
 // State is what the forwarder needs of the shared target state.
 type State interface {
 	route.Availability
@@ -244,10 +255,12 @@ type attempt struct {
 	timeout bool
 	// notFound: the target answered 404 for the path itself (not a missing deployment).
 	notFound bool
-	wait     time.Duration // for 429
-	start    time.Time
-	dur      time.Duration
-	reqID    string
+	// noCredential: the target has no credential yet; rotated: its key was just rotated.
+	noCredential, rotated bool
+	wait                  time.Duration // for 429
+	start                 time.Time
+	dur                   time.Duration
+	reqID                 string
 
 	// Set when the attempt produced a response to commit.
 	resp     *http.Response
@@ -293,13 +306,17 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 			continue
 		}
 		a := g.try(r.Context(), deadline, c, t)
+		if a.rotated && r.Context().Err() == nil {
+			c.log.attempts = append(c.log.attempts, a)
+			a = g.try(r.Context(), deadline, c, t) // once, with the new key
+		}
 		tried = append(tried, a)
 		c.log.attempts = append(c.log.attempts, a)
 		if a.resp != nil {
 			g.commit(w, r.Context(), c, a, len(tried))
 			return
 		}
-		if a.kind == state.Abandoned || !g.opt.Now().Before(deadline) {
+		if r.Context().Err() != nil || !g.opt.Now().Before(deadline) {
 			break // the caller left or the request's own deadline passed: no more targets
 		}
 	}
@@ -324,7 +341,10 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 	}
 	req.Header = outboundHeaders(c.inHeader, c.info.stream)
 	if err := g.opt.Credentials.Authorize(actx, t.Account, req.Header); err != nil {
-		return g.fail(a, state.Misconfigured, 0, "no credential: "+err.Error())
+		// Not the target's fault (Key Vault not read yet, no token): skip it, hold nothing against it.
+		a.noCredential = true
+		g.opt.State.Record(t.ID, state.Outcome{Kind: state.Abandoned, Quota: state.UnknownQuota})
+		return g.done(a, state.Abandoned, 0, "no credential yet")
 	}
 
 	to := g.opt.Timeouts
@@ -366,6 +386,12 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 		a.notFound = true
 		g.opt.State.Record(t.ID, state.Outcome{Kind: state.Succeeded, Status: code, Reason: "404 for this path", Quota: quota})
 		return g.done(a, state.Succeeded, code, "404 Resource not found for this path")
+	case code == http.StatusUnauthorized && g.rotate(actx, t.Account, req.Header):
+		// The key was rotated in Key Vault: the new one is worth one more try on this target.
+		drain(resp.Body)
+		a.rotated = true
+		g.opt.State.Record(t.ID, state.Outcome{Kind: state.Abandoned, Quota: state.UnknownQuota})
+		return g.done(a, state.Abandoned, code, "401: the key was rotated; trying again with the new one")
 	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusNotFound:
 		drain(resp.Body)
 		return g.fail(a, state.Misconfigured, code, http.StatusText(code)+": check this target's key and deployment name")

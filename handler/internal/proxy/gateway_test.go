@@ -735,3 +735,74 @@ func TestNotFoundKinds(t *testing.T) {
 		}
 	})
 }
+
+// rotatingCreds is a credential whose key for a1 is "old" until Rotate is called.
+type rotatingCreds struct {
+	mu       sync.Mutex
+	key      string
+	rotates  int
+	missing  map[string]bool
+	newerKey string
+}
+
+func (r *rotatingCreds) Authorize(_ context.Context, account string, h http.Header) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.missing[account] {
+		return fmt.Errorf("no credential yet")
+	}
+	h.Set("Api-Key", r.key)
+	return nil
+}
+
+func (r *rotatingCreds) Rotate(_ context.Context, account string, sent http.Header) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rotates++
+	if r.newerKey != "" && sent.Get("Api-Key") != r.newerKey {
+		r.key = r.newerKey
+		return true
+	}
+	return false
+}
+
+func TestRotationAndMissingCredentials(t *testing.T) {
+	b1 := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Api-Key") != "new" {
+			jsonAnswer(401, `{"error":{"code":"401","message":"Access denied"}}`)(w, r)
+			return
+		}
+		jsonAnswer(200, okBody)(w, r)
+	})
+	b2 := newBackend(t, jsonAnswer(200, okBody))
+	tg := newGateway(t, nil, b1, b2)
+	creds := &rotatingCreds{key: "old", newerKey: "new"}
+	tg.gw.opt.Credentials = creds
+
+	resp, _ := tg.post(t, chatPath, `{}`)
+	if resp.StatusCode != 200 || resp.Header.Get("x-served-by") != "a1/d1" || len(b2.requests()) != 0 {
+		t.Fatalf("after rotation: %d %s; secondary saw %d", resp.StatusCode, resp.Header.Get("x-served-by"), len(b2.requests()))
+	}
+	if creds.rotates != 1 || len(b1.requests()) != 2 {
+		t.Errorf("rotates %d, primary requests %d; want 1 and 2 (old key, then new)", creds.rotates, len(b1.requests()))
+	}
+
+	// A key that stays wrong: one rotation attempt, then the next target.
+	creds.newerKey = ""
+	creds.key = "still-wrong"
+	resp, _ = tg.post(t, chatPath, `{}`)
+	if resp.Header.Get("x-served-by") != "a2/d2" {
+		t.Errorf("wrong key: served by %s", resp.Header.Get("x-served-by"))
+	}
+
+	// No credential for any target yet: 503, nothing held against the targets.
+	tg2 := newGateway(t, nil, newBackend(t, jsonAnswer(200, okBody)))
+	tg2.gw.opt.Credentials = &rotatingCreds{missing: map[string]bool{"a1": true}}
+	resp, body := tg2.post(t, chatPath, `{}`)
+	if resp.StatusCode != 503 || !strings.Contains(body, "NoCredential") || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("no credential: %d %s", resp.StatusCode, body)
+	}
+	if s := tg2.view.Snapshot(time.Now())[0]; s.State != "available" {
+		t.Errorf("a missing credential was held against the target: %+v", s)
+	}
+}
