@@ -7,6 +7,7 @@ package aoaisim
 
 import (
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,9 @@ type Config struct {
 	APIKey string `json:"apiKey,omitempty"`
 	// AcceptBearer also accepts "Authorization: Bearer <token>" (Entra ID).
 	AcceptBearer bool `json:"acceptBearer,omitempty"`
+	// BearerAudience, if set, is the audience a bearer token (a JWT) must name, as Azure
+	// OpenAI requires https://cognitiveservices.azure.com.
+	BearerAudience string `json:"bearerAudience,omitempty"`
 	// Region is returned in x-ms-region.
 	Region      string                `json:"region,omitempty"`
 	Deployments map[string]Deployment `json:"deployments"`
@@ -353,22 +357,51 @@ func finishReason(cut bool) string {
 const apiKeyDenied = `{"error":{"code":"401","message":"Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}`
 const bearerDenied = `{"error":{"code":"PermissionDenied","message":"Principal does not have access to API/Operation."}}`
 
+// SetAPIKey changes the accepted api-key at run time, as regenerating a key does.
+func (s *Simulator) SetAPIKey(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.APIKey = key
+}
+
 // authenticate returns how the caller authenticated, or the 401 body to send.
 func (s *Simulator) authenticate(r *http.Request) (kind, denied string) {
+	s.mu.Lock()
+	want, bearer, audience := s.cfg.APIKey, s.cfg.AcceptBearer, s.cfg.BearerAudience
+	s.mu.Unlock()
 	if key := r.Header.Get("api-key"); key != "" {
-		if s.cfg.APIKey != "" && key != s.cfg.APIKey {
+		if want != "" && key != want {
 			return "", apiKeyDenied
 		}
 		return "api-key", ""
 	}
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		token, ok := strings.CutPrefix(auth, "Bearer ")
-		if !ok || strings.TrimSpace(token) == "" || !s.cfg.AcceptBearer {
+		if !ok || strings.TrimSpace(token) == "" || !bearer || (audience != "" && tokenAudience(token) != strings.TrimSuffix(audience, "/")) {
 			return "", bearerDenied
 		}
 		return "bearer", ""
 	}
 	return "", apiKeyDenied
+}
+
+// tokenAudience reads a JWT's aud claim without verifying it.
+func tokenAudience(token string) string {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var claims struct {
+		Aud string `json:"aud"`
+	}
+	if json.Unmarshal(payload, &claims) != nil {
+		return ""
+	}
+	return strings.TrimSuffix(claims.Aud, "/")
 }
 
 // estimatePrompt estimates prompt tokens the way Azure's rate limiter does: characters / 4.

@@ -1,0 +1,181 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aoai-failover/gateway/tests/aoaisim"
+	"github.com/aoai-failover/gateway/tests/fakeazure"
+)
+
+// vaultSetup: a key-based account whose key lives in Key Vault and an Entra-only account called
+// with the managed identity's token; the real azidentity and azsecrets code does the work
+// against the fake identity endpoint and the fake vault (TLS through a test CA).
+type vaultSetup struct {
+	kv       *fakeazure.KeyVault
+	id       *fakeazure.Identity
+	swc, frc *region
+	env      map[string]string
+	secrets  []string
+}
+
+func newVaultSetup(t *testing.T) *vaultSetup {
+	ca := fakeazure.NewCA(t)
+	v := &vaultSetup{kv: fakeazure.NewKeyVault(t, ca), id: fakeazure.NewIdentity(t)}
+	v.swc = startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "m"}})
+	sim, srv, err := aoaisim.Start(aoaisim.Config{APIKey: "no-key-works-here-" + t.Name(), AcceptBearer: true, BearerAudience: "https://cognitiveservices.azure.com",
+		Deployments: map[string]aoaisim.Deployment{"big": {Model: "m"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	v.frc = &region{Sim: sim, Srv: srv}
+	v.kv.SetSecret("aoai-swc-key", v.swc.Key)
+
+	doc := newRouting()
+	doc.Accounts["swc"] = map[string]any{"endpoint": v.swc.Srv.URL, "auth": map[string]any{"keyVaultSecret": "aoai-swc-key"}}
+	doc.Accounts["frc"] = map[string]any{"endpoint": v.frc.Srv.URL, "auth": map[string]any{"managedIdentity": true}}
+	doc.target("chat", "swc", "micro", 1).target("mi", "frc", "big", 1)
+	b, _ := json.Marshal(doc)
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	m["keyVault"] = v.kv.URL
+	b, _ = json.Marshal(m)
+	v.env = map[string]string{"GATEWAY_CONFIG": string(b), "SSL_CERT_FILE": ca.File}
+	for k, val := range v.id.Env() {
+		v.env[k] = val
+	}
+	v.secrets = []string{v.swc.Key, v.id.Header, callerKey}
+	return v
+}
+
+// checkTokensNotLogged adds every token the identity endpoint issued to the output check.
+func (v *vaultSetup) checkTokensNotLogged(t *testing.T, gws ...*gatewayProc) {
+	t.Cleanup(func() {
+		for _, g := range gws {
+			checkOutput(t, g, v.id.Issued())
+		}
+	})
+}
+
+func TestKeyVaultAndManagedIdentity(t *testing.T) {
+	v := newVaultSetup(t)
+	gw := startGateway(t, v.env, v.secrets...)
+	v.checkTokensNotLogged(t, gw)
+
+	for i := 0; i < 5; i++ {
+		for _, logical := range []string{"chat", "mi"} {
+			if resp, text := chat(t, gw.URL, logical, smallChat); resp.StatusCode != 200 {
+				t.Fatalf("%s: %d %s", logical, resp.StatusCode, text)
+			}
+		}
+	}
+	if st := v.swc.Sim.Stats()["micro"]; st.Served != 5 || st.LastAuth != "api-key" {
+		t.Errorf("key-based account: %+v", st)
+	}
+	if st := v.frc.Sim.Stats()["big"]; st.Served != 5 || st.LastAuth != "bearer" {
+		t.Errorf("managed-identity account: %+v", st)
+	}
+	if n := v.kv.Reads("aoai-swc-key"); n != 1 {
+		t.Errorf("the vault was read %d times for 5 requests, want once at start", n)
+	}
+	if n := v.id.Requests("https://cognitiveservices.azure.com"); n != 1 {
+		t.Errorf("%d token requests for Azure OpenAI over 5 requests, want 1 (azidentity caches until near expiry)", n)
+	}
+	if resp, err := http.Get(gw.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("healthz: %v %v", err, resp)
+	}
+}
+
+func TestKeyRotationUnderTraffic(t *testing.T) {
+	v := newVaultSetup(t)
+	gw := startGateway(t, v.env, append(v.secrets, "rotated-key-5d7a19")...)
+	v.checkTokensNotLogged(t, gw)
+	if resp, text := chat(t, gw.URL, "chat", smallChat); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, text)
+	}
+	var failed, sent atomic.Int32
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				resp, err := http.Post(gw.URL+"/openai/deployments/chat/chat/completions?api-version=2024-10-21", "application/json", strings.NewReader(smallChat))
+				sent.Add(1)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	before := v.kv.Reads("aoai-swc-key")
+	// Rotate: the new key goes into the vault, then the service stops taking the old one.
+	v.kv.SetSecret("aoai-swc-key", "rotated-key-5d7a19")
+	v.swc.Sim.SetAPIKey("rotated-key-5d7a19")
+	rejectedAt := v.swc.Sim.Stats()["micro"].Unauthorized
+	time.Sleep(700 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 || sent.Load() < 20 {
+		t.Errorf("%d of %d requests failed across the rotation", failed.Load(), sent.Load())
+	}
+	if n := v.kv.Reads("aoai-swc-key") - before; n != 1 {
+		t.Errorf("the rotation cost %d vault reads, want 1 however many requests saw the 401", n)
+	}
+	if st := v.swc.Sim.Stats()["micro"]; st.Unauthorized <= rejectedAt || st.Served < 20 {
+		t.Errorf("primary %+v: the old key must have been refused at least once after the switch", st)
+	}
+}
+
+func TestKeyVaultDownAtStart(t *testing.T) {
+	v := newVaultSetup(t)
+	v.kv.SetDown(true)
+	gw := startGateway(t, v.env, v.secrets...)
+	v.checkTokensNotLogged(t, gw)
+
+	resp, err := http.Get(gw.URL + "/healthz")
+	if err != nil || resp.StatusCode != 503 {
+		t.Fatalf("healthz with the vault down: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	r, text := chat(t, gw.URL, "chat", smallChat)
+	if r.StatusCode != 503 || !strings.Contains(text, "NoCredential") {
+		t.Errorf("request with no key yet: %d %s", r.StatusCode, text)
+	}
+	if r, text := chat(t, gw.URL, "mi", smallChat); r.StatusCode != 200 {
+		t.Errorf("the managed-identity deployment must not wait for the vault: %d %s", r.StatusCode, text)
+	}
+
+	v.kv.SetDown(false)
+	waitFor(t, "healthz 200 once the vault answers", 40*time.Second, func() bool {
+		resp, err := http.Get(gw.URL + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if r, text := chat(t, gw.URL, "chat", smallChat); r.StatusCode != 200 {
+		t.Errorf("after the vault came back: %d %s", r.StatusCode, text)
+	}
+}
