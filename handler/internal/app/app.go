@@ -51,11 +51,12 @@ func Run(ctx context.Context, env Env) error {
 	for _, w := range settings.Warnings {
 		log.Warn(w)
 	}
-	creds, vault, err := openCredentials(ctx, settings, log, env.Getenv)
+	identity := &processIdentity{clientID: settings.ClientID}
+	creds, vault, err := openCredentials(ctx, settings, identity, log, env.Getenv)
 	if err != nil {
 		return err
 	}
-	store, err := openStore(ctx, settings, log)
+	store, err := openStore(ctx, settings, identity, log)
 	if err != nil {
 		return err
 	}
@@ -96,7 +97,7 @@ const clockSkew = 5 * time.Second
 // openCredentials builds every account's credential source. Key Vault secrets are read at
 // start, all at once; a vault that cannot be reached does not stop the start: /healthz says
 // 503 until every logical deployment has a target with a credential, and reading is retried.
-func openCredentials(ctx context.Context, s *config.Settings, log *slog.Logger, getenv func(string) string) (*secrets.Credentials, *secrets.VaultKeys, error) {
+func openCredentials(ctx context.Context, s *config.Settings, identity *processIdentity, log *slog.Logger, getenv func(string) string) (*secrets.Credentials, *secrets.VaultKeys, error) {
 	r := s.Routing
 	env, err := secrets.NewEnvKeys(r.Accounts, getenv)
 	if err != nil {
@@ -104,18 +105,18 @@ func openCredentials(ctx context.Context, s *config.Settings, log *slog.Logger, 
 	}
 	var names []string
 	seen := map[string]bool{}
-	identity := false
+	needIdentity := false
 	for _, a := range r.Accounts {
 		if n := a.Auth.KeyVaultSecret; n != "" && !seen[n] {
 			seen[n] = true
 			names = append(names, n)
 		}
-		identity = identity || a.Auth.ManagedIdentity || a.Auth.KeyVaultSecret != ""
+		needIdentity = needIdentity || a.Auth.ManagedIdentity || a.Auth.KeyVaultSecret != ""
 	}
 	var cred azcore.TokenCredential
-	if identity {
-		if cred, err = credential(s.ClientID); err != nil {
-			return nil, nil, fmt.Errorf("the gateway's identity: %w", err)
+	if needIdentity {
+		if cred, err = identity.get(); err != nil {
+			return nil, nil, err
 		}
 	}
 	var vault *secrets.VaultKeys
@@ -143,17 +144,16 @@ type sharedStore struct {
 
 // openStore connects the Table Storage store when one is configured. An unreachable table at
 // start is not fatal: the gateway serves on local state and the view keeps trying.
-func openStore(ctx context.Context, s *config.Settings, log *slog.Logger) (sharedStore, error) {
+func openStore(ctx context.Context, s *config.Settings, identity *processIdentity, log *slog.Logger) (sharedStore, error) {
 	if !s.State.Configured() {
 		return sharedStore{Store: state.NewMemoryStore(), kind: "memory"}, nil
 	}
 	var cred azcore.TokenCredential
 	if s.State.TableServiceURI != "" {
-		clientID := s.State.ClientID
-		if clientID == "" {
-			clientID = s.ClientID
+		c, err := identity.get()
+		if s.State.ClientID != "" && s.State.ClientID != s.ClientID {
+			c, err = credential(s.State.ClientID) // the connection names its own identity
 		}
-		c, err := credential(clientID)
 		if err != nil {
 			return sharedStore{}, fmt.Errorf("%s: no identity to reach the table with: %w", s.State.Setting, err)
 		}
@@ -172,6 +172,26 @@ func openStore(ctx context.Context, s *config.Settings, log *slog.Logger) (share
 		log.Info("sharing target state through Table Storage", "setting", s.State.Setting, "table", s.State.Table, "partition", s.State.Partition)
 	}
 	return sharedStore{Store: ts, kind: "table", shared: true}, nil
+}
+
+// processIdentity is the one credential of the process, built when first needed and shared:
+// azidentity keeps its tokens per credential, so one credential means one cache.
+type processIdentity struct {
+	clientID string
+	cred     azcore.TokenCredential
+	err      error
+	done     bool
+}
+
+func (p *processIdentity) get() (azcore.TokenCredential, error) {
+	if !p.done {
+		p.cred, p.err = credential(p.clientID)
+		if p.err != nil {
+			p.err = fmt.Errorf("the gateway's identity: %w", p.err)
+		}
+		p.done = true
+	}
+	return p.cred, p.err
 }
 
 // credential is the process's identity: the user-assigned managed identity clientID names, else
