@@ -179,3 +179,59 @@ func TestKeyVaultDownAtStart(t *testing.T) {
 		t.Errorf("after the vault came back: %d %s", r.StatusCode, text)
 	}
 }
+
+func TestClientKeys(t *testing.T) {
+	v := newVaultSetup(t)
+	keyA, keyB, keyA2 := "client-key-a-6c1f0e93", "client-key-b-0a77d2c4", "client-key-a-rotated-3b9e"
+	v.kv.SetSecret("gateway-client-keys", `{"app-a":"`+keyA+`","app-b":"`+keyB+`"}`)
+	var doc map[string]any
+	json.Unmarshal([]byte(v.env["GATEWAY_CONFIG"]), &doc)
+	doc["clients"] = map[string]any{"keyVaultSecret": "gateway-client-keys"}
+	doc["secrets"] = map[string]any{"refresh": "1s"}
+	b, _ := json.Marshal(doc)
+	v.env["GATEWAY_CONFIG"] = string(b)
+	gw := startGateway(t, v.env, append(v.secrets, keyA, keyB, keyA2)...)
+	v.checkTokensNotLogged(t, gw)
+
+	send := func(key string) (*http.Response, string) {
+		req, _ := http.NewRequest("POST", gw.URL+"/openai/deployments/chat/chat/completions?api-version=2024-10-21", strings.NewReader(smallChat))
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.Header.Set("api-key", key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, string(body)
+	}
+	for _, tc := range []struct {
+		key  string
+		want int
+	}{{keyA, 200}, {keyB, 200}, {"", 401}, {"wrong", 401}, {keyA + "x", 401}} {
+		resp, body := send(tc.key)
+		if resp.StatusCode != tc.want {
+			t.Errorf("key %q: %d %s", tc.key, resp.StatusCode, body)
+		}
+		if tc.want == 401 && (resp.Header.Get("WWW-Authenticate") == "" || !strings.Contains(body, `"error"`) || strings.Contains(body, "app-a")) {
+			t.Errorf("401 for %q: %v %s", tc.key, resp.Header, body)
+		}
+	}
+	if st := v.swc.Sim.Stats()["micro"]; st.Served != 2 {
+		t.Errorf("refused callers reached the backend: %+v", st)
+	}
+	if resp, err := http.Get(gw.URL + "/status"); err != nil || resp.StatusCode != 401 {
+		t.Errorf("/status without a key: %v %v", err, resp)
+	}
+	// The app's name is in the request log.
+	waitFor(t, "request line naming the app", 2*time.Second, func() bool { return strings.Contains(gw.stdout.String(), `"app":"app-b"`) })
+
+	// Rotation in the vault: the new key works and the old one stops, without a restart.
+	v.kv.SetSecret("gateway-client-keys", `{"app-a":"`+keyA2+`","app-b":"`+keyB+`"}`)
+	waitFor(t, "the rotated client key accepted", 10*time.Second, func() bool { r, _ := send(keyA2); return r.StatusCode == 200 })
+	if r, _ := send(keyA); r.StatusCode != 401 {
+		t.Errorf("the old client key still works: %d", r.StatusCode)
+	}
+}

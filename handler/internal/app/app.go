@@ -60,7 +60,7 @@ func Run(ctx context.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	g, err := build(settings, creds, store, log, out, env.Getenv)
+	g, err := build(settings, creds, vault, store, log, out, env.Getenv)
 	if err != nil {
 		return err
 	}
@@ -106,6 +106,10 @@ func openCredentials(ctx context.Context, s *config.Settings, identity *processI
 	var names []string
 	seen := map[string]bool{}
 	needIdentity := false
+	if n := clientKeysSecret(r); n != "" {
+		seen[n], needIdentity = true, true
+		names = append(names, n)
+	}
 	for _, a := range r.Accounts {
 		if n := a.Auth.KeyVaultSecret; n != "" && !seen[n] {
 			seen[n] = true
@@ -124,7 +128,9 @@ func openCredentials(ctx context.Context, s *config.Settings, identity *processI
 		if vault, err = secrets.NewVaultKeys(r.KeyVault, cred, names, r.Secrets.Refresh.D(), log); err != nil {
 			return nil, nil, err
 		}
-		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		// A short wait: a vault that answers gives the first requests their keys; one that does
+		// not must not keep the process from answering the host's readiness ping.
+		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		if err := vault.Load(lctx); err != nil {
 			log.Warn("Key Vault not readable at start; targets without a key are skipped until it is", "vault", r.KeyVault, "error", err)
@@ -133,6 +139,13 @@ func openCredentials(ctx context.Context, s *config.Settings, identity *processI
 		}
 	}
 	return secrets.NewCredentials(r.Accounts, env, vault, cred), vault, nil
+}
+
+func clientKeysSecret(r config.Routing) string {
+	if r.Clients == nil {
+		return ""
+	}
+	return r.Clients.KeyVaultSecret
 }
 
 // sharedStore is where target state lives: kind names it in /status.
@@ -203,7 +216,15 @@ func credential(clientID string) (azcore.TokenCredential, error) {
 	return azidentity.NewDefaultAzureCredential(nil)
 }
 
-func build(s *config.Settings, creds *secrets.Credentials, store sharedStore, log *slog.Logger, out telemetry.Output, getenv func(string) string) (*gateway, error) {
+func callers(r config.Routing, vault *secrets.VaultKeys, log *slog.Logger) auth.Callers {
+	c := auth.Callers{Anonymous: r.Clients != nil && r.Clients.Anonymous}
+	if n := clientKeysSecret(r); n != "" {
+		c.Keys = &auth.ClientKeys{Source: vault, Secret: n, Log: log}
+	}
+	return c
+}
+
+func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultKeys, store sharedStore, log *slog.Logger, out telemetry.Output, getenv func(string) string) (*gateway, error) {
 	r := s.Routing
 	planner := route.New(r)
 	ids := make([]string, 0, len(planner.Targets()))
@@ -241,7 +262,7 @@ func build(s *config.Settings, creds *secrets.Credentials, store sharedStore, lo
 	return &gateway{
 		settings: s, log: log, planner: planner, view: view, proxy: p,
 		front:    auth.FrontDoor{ID: s.FrontDoorID},
-		callers:  auth.Callers{Anonymous: r.Clients != nil && r.Clients.Anonymous},
+		callers:  callers(r, vault, log),
 		instance: instance, started: time.Now(), store: store.kind, creds: creds,
 	}, nil
 }

@@ -41,12 +41,11 @@ func (g *gateway) handler() http.Handler {
 			reject(w, rej)
 			return
 		}
-		_ = app // the caller's app name goes into the request log with caller authentication
 		if r.URL.Path == "/status" {
 			g.status(w, r)
 			return
 		}
-		g.proxy.ServeHTTP(w, r)
+		g.proxy.ServeHTTP(w, proxy.WithCaller(r, app))
 	})
 }
 
@@ -143,6 +142,9 @@ func (g *gateway) ready() bool {
 		if !ok {
 			return false
 		}
+	}
+	if g.callers.Keys != nil && !g.callers.Keys.Loaded() {
+		return false // no caller could be let in yet
 	}
 	return len(g.planner.Names()) > 0
 }

@@ -33,16 +33,28 @@ func (f FrontDoor) Check(r *http.Request) *Rejection {
 	return &Rejection{Status: http.StatusForbidden, Code: "Forbidden", Message: "requests must come through the gateway's Azure Front Door endpoint"}
 }
 
-// Callers authenticates callers. With Anonymous every caller is accepted as "anonymous";
-// client keys and Entra ID tokens are refused at start until they are supported.
+// Callers authenticates callers: with Anonymous every caller is "anonymous"; with Keys, a
+// client key in the api-key header names the caller's app. (Entra ID tokens are refused at
+// start until they are supported.)
 type Callers struct {
 	Anonymous bool
+	Keys      *ClientKeys
 }
 
-// Authenticate returns the caller's app name, or a rejection.
+// Authenticate returns the caller's app name, or a rejection that says no more than "invalid".
 func (c Callers) Authenticate(r *http.Request) (string, *Rejection) {
 	if c.Anonymous {
 		return "anonymous", nil
+	}
+	if c.Keys != nil {
+		if app, ok := c.Keys.Check(r); ok {
+			return app, nil
+		}
+		msg := "Access denied due to a missing api-key header."
+		if r.Header.Get("Api-Key") != "" {
+			msg = "Access denied due to an invalid api-key."
+		}
+		return "", &Rejection{Status: http.StatusUnauthorized, Code: "401", Message: msg, Challenge: `Bearer realm="aoai-gateway", error="invalid_token"`}
 	}
 	return "", &Rejection{Status: http.StatusUnauthorized, Code: "401", Message: "Access denied: the request has no valid credential for this gateway.", Challenge: `Bearer realm="aoai-gateway"`}
 }

@@ -85,7 +85,7 @@ func TestDocumentProblems(t *testing.T) {
 		{"no clients", replace(`,
   "clients": {"anonymous": true}`, ``), `clients: required`},
 		{"empty clients", replace(`{"anonymous": true}`, `{}`), "clients: no caller authentication configured"},
-		{"client keys not yet", replace(`{"anonymous": true}`, `{"keyVaultSecret": "keys"}`), "clients.keyVaultSecret: client keys are not supported by this build yet"},
+		{"client keys without a vault", replace(`{"anonymous": true}`, `{"keyVaultSecret": "keys"}`), "clients.keyVaultSecret: needs the document's keyVault"},
 		{"entra not yet", replace(`{"anonymous": true}`, `{"entra": {"tenantId": "t", "audience": "a"}}`), "clients.entra: Entra ID caller tokens are not supported"},
 		{"key vault secret without a vault", replace(`{"keyEnv": "SWC_KEY"}`, `{"keyVaultSecret": "k"}`), "accounts.swc.auth.keyVaultSecret: needs the document's keyVault"},
 		{"bad secret name", replace(`{"keyEnv": "SWC_KEY"}`, `{"keyVaultSecret": "a_b"}`), `"a_b" is not a Key Vault secret name`},
@@ -107,6 +107,19 @@ func TestDocumentProblems(t *testing.T) {
 		if err := checkEndpoint(ok); err != nil {
 			t.Errorf("%s refused: %v", ok, err)
 		}
+	}
+}
+
+func TestKeyVaultDocument(t *testing.T) {
+	doc := strings.NewReplacer(`"accounts"`, `"keyVault": "https://kv-gateway.vault.azure.net/", "accounts"`,
+		`{"keyEnv": "SWC_KEY"}`, `{"keyVaultSecret": "aoai-swc-key"}`, `{"keyEnv": "DEV_KEY"}`, `{"managedIdentity": true}`,
+		`{"anonymous": true}`, `{"keyVaultSecret": "gateway-client-keys"}`).Replace(validDoc)
+	r, probs := ParseRouting([]byte(doc))
+	if len(probs) > 0 {
+		t.Fatalf("problems: %v", probs)
+	}
+	if r.Accounts["swc"].Auth.KeyVaultSecret != "aoai-swc-key" || !r.Accounts["dev"].Auth.ManagedIdentity || r.Clients.KeyVaultSecret != "gateway-client-keys" || r.Secrets.Refresh.D() != DefaultSecretsRefresh {
+		t.Errorf("document %+v", r)
 	}
 }
 

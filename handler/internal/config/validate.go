@@ -97,7 +97,12 @@ func (r *Routing) validate() []string {
 		add(`clients: required; say how callers authenticate, or {"anonymous": true} to accept any caller`)
 	default:
 		if c.KeyVaultSecret != "" {
-			add("clients.keyVaultSecret: client keys are not supported by this build yet; the gateway refuses to start rather than run open")
+			if r.KeyVault == "" {
+				add("clients.keyVaultSecret: needs the document's keyVault (the vault's URL)")
+			}
+			if !validSecretName(c.KeyVaultSecret) {
+				add("clients.keyVaultSecret: %q is not a Key Vault secret name (1-127 letters, digits and '-')", c.KeyVaultSecret)
+			}
 		}
 		if c.Entra != nil {
 			add("clients.entra: Entra ID caller tokens are not supported by this build yet; the gateway refuses to start rather than run open")

@@ -130,6 +130,7 @@ func summary(details []attemptDetail) string {
 // requestLog is the one record written per request. It holds no body, key or token.
 type requestLog struct {
 	method, path string
+	app          string
 	logical      string
 	stream       bool
 	status       int
@@ -152,7 +153,7 @@ func (g *Gateway) logRequest(c *call) {
 		level = slog.LevelWarn
 	}
 	line := telemetry.NewLine(g.opt.Now(), level, "request").
-		Str("method", l.method).Str("path", l.path).Int("status", int64(l.status)).
+		Str("method", l.method).Str("path", l.path).Int("status", int64(l.status)).Str("app", orNone(l.app)).
 		Str("deployment", l.logical).Bool("stream", l.stream).
 		Str("servedBy", orNone(l.servedBy)).Int("attempts", int64(len(l.attempts))).
 		Ms("durationMs", g.opt.Now().Sub(c.start))

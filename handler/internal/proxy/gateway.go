@@ -126,10 +126,18 @@ func (c *call) bodyFor(t route.Target) []byte {
 	return c.body
 }
 
+type callerKey struct{}
+
+// WithCaller records the authenticated caller's app name for the request log.
+func WithCaller(r *http.Request, app string) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), callerKey{}, app))
+}
+
 // ServeHTTP handles one request on the Azure OpenAI routes.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &call{start: g.opt.Now(), path: r.URL.Path, query: r.URL.RawQuery}
 	c.log = &requestLog{method: r.Method, path: r.URL.Path}
+	c.log.app, _ = r.Context().Value(callerKey{}).(string)
 	defer g.logRequest(c)
 
 	fam, logical, rest, perr := parsePath(r.URL.Path, r.URL.EscapedPath())
