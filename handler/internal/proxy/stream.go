@@ -183,7 +183,7 @@ func (e *eventReader) release() {
 func (e *eventReader) next() ([]byte, error) {
 	for {
 		ev, err := e.readEvent()
-		if len(ev) > 0 {
+		if len(bytes.TrimSpace(ev)) > 0 { // whitespace-only "events" carry nothing
 			if e.valid(ev) {
 				return ev, nil
 			}
