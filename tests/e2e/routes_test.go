@@ -145,3 +145,42 @@ func rawRequest(t *testing.T, addr, raw string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestLoadShedding: past its concurrency limit an instance answers 503 with retry-after at
+// once, and serves again when the load is gone.
+func TestLoadShedding(t *testing.T) {
+	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"slow": {Model: "m", TimeToFirstToken: aoaisim.Duration(700 * time.Millisecond)}})
+	regions := map[string]*region{"swc": swc}
+	doc := newRouting().account("swc", swc).target("chat", "swc", "slow", 1)
+	doc.Limits = map[string]any{"maxConcurrentRequests": 2}
+	gw := startGateway(t, doc.env(regions), doc.secrets(regions)...)
+
+	done := make(chan int, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			resp, err := http.Post(gw.URL+"/openai/deployments/chat/chat/completions?api-version=1", "application/json", strings.NewReader(`{"messages":[]}`))
+			if err != nil {
+				done <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			done <- resp.StatusCode
+		}()
+	}
+	waitFor(t, "two requests in flight", 5*time.Second, func() bool { return swc.Sim.Stats()["slow"].Requests == 2 })
+	start := time.Now()
+	resp, body := chat(t, gw.URL, "chat", `{"messages":[]}`)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(body, "Overloaded") || time.Since(start) > 500*time.Millisecond {
+		t.Errorf("over the limit: %d %v %s after %s", resp.StatusCode, resp.Header, body, time.Since(start))
+	}
+	if a, b := <-done, <-done; a != 200 || b != 200 {
+		t.Errorf("the requests within the limit: %d %d", a, b)
+	}
+	if resp, _ := chat(t, gw.URL, "chat", `{"messages":[]}`); resp.StatusCode != 200 {
+		t.Errorf("after the load: %d", resp.StatusCode)
+	}
+	if r, err := http.Get(gw.URL + "/healthz"); err != nil || r.StatusCode != 200 {
+		t.Errorf("healthz: %v %v", err, r)
+	}
+}

@@ -88,6 +88,7 @@ type gateway struct {
 	started  time.Time
 	store    string
 	creds    *secrets.Credentials
+	slots    chan struct{} // one per request being forwarded
 }
 
 // clockSkew is how far instances' clocks may differ: a mark is absolute UTC time, so another
@@ -264,6 +265,7 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 		front:    auth.FrontDoor{ID: s.FrontDoorID},
 		callers:  callers(r, vault, log),
 		instance: instance, started: time.Now(), store: store.kind, creds: creds,
+		slots: make(chan struct{}, r.Limits.MaxConcurrentRequests),
 	}, nil
 }
 

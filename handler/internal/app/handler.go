@@ -45,6 +45,14 @@ func (g *gateway) handler() http.Handler {
 			g.status(w, r)
 			return
 		}
+		select {
+		case g.slots <- struct{}{}:
+			defer func() { <-g.slots }()
+		default:
+			w.Header().Set("Retry-After", "1")
+			proxy.WriteError(w, http.StatusServiceUnavailable, "Overloaded", "this gateway instance is at its limit of concurrent requests; retry shortly")
+			return
+		}
 		g.proxy.ServeHTTP(w, proxy.WithCaller(r, app))
 	})
 }

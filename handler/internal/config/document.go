@@ -126,6 +126,9 @@ type Circuit struct {
 // Limits bound what a caller may send.
 type Limits struct {
 	MaxRequestBodyBytes int64 `json:"maxRequestBodyBytes"`
+	// MaxConcurrentRequests bounds the requests one instance forwards at once; past it,
+	// callers get 503 with retry-after at once (load shed) instead of everyone slowing down.
+	MaxConcurrentRequests int `json:"maxConcurrentRequests"`
 }
 
 // Defaults for every tunable; README.md documents them.
@@ -144,6 +147,7 @@ const (
 	DefaultMisconfigured       = 30 * time.Second
 	DefaultMaxRequestBodyBytes = 64 << 20
 	DefaultSecretsRefresh      = 5 * time.Minute
+	DefaultMaxConcurrent       = 4096
 	// FunctionsRequestLimit is the Functions host's hard limit on an HTTP-triggered request.
 	FunctionsRequestLimit = 230 * time.Second
 )
@@ -167,6 +171,9 @@ func (r *Routing) applyDefaults() {
 	setDur(&r.Circuit.Cooldown, DefaultCircuitCooldown)
 	setDur(&r.Circuit.Misconfigured, DefaultMisconfigured)
 	setDur(&r.Secrets.Refresh, DefaultSecretsRefresh)
+	if r.Limits.MaxConcurrentRequests == 0 {
+		r.Limits.MaxConcurrentRequests = DefaultMaxConcurrent
+	}
 	if r.Limits.MaxRequestBodyBytes == 0 {
 		r.Limits.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes
 	}
