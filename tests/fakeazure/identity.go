@@ -90,7 +90,7 @@ func (id *Identity) serve(w http.ResponseWriter, r *http.Request) {
 	if cid := q.Get("client_id"); cid != "" {
 		claims["appid"] = cid
 	}
-	token := jwt(claims)
+	token := unsignedJWT(claims)
 	id.mu.Lock()
 	id.requests[resource]++
 	id.issued = append(id.issued, token)
@@ -101,7 +101,7 @@ func (id *Identity) serve(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func jwt(claims map[string]any) string {
+func unsignedJWT(claims map[string]any) string {
 	enc := base64.RawURLEncoding
 	head, _ := json.Marshal(map[string]string{"alg": "RS256", "typ": "JWT", "kid": "fake"})
 	body, _ := json.Marshal(claims)

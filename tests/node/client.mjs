@@ -4,9 +4,13 @@ import { AzureOpenAI, NotFoundError } from "openai";
 
 const endpoint = process.env.GATEWAY_URL;
 const deployment = process.env.DEPLOYMENT;
+// Either a client key (apiKey) or an Entra ID token (azureADTokenProvider) authenticates.
+const credential = process.env.GATEWAY_TOKEN
+  ? { azureADTokenProvider: async () => process.env.GATEWAY_TOKEN }
+  : { apiKey: process.env.GATEWAY_API_KEY };
 const client = new AzureOpenAI({
   endpoint,
-  apiKey: process.env.GATEWAY_API_KEY,
+  ...credential,
   apiVersion: "2024-10-21",
   deployment,
   maxRetries: 0, // the gateway does the failover; the SDK must not hide a failure by retrying
@@ -50,7 +54,7 @@ async function main() {
 
   // An unknown logical deployment surfaces as the SDK's NotFoundError with the gateway's code.
   try {
-    await new AzureOpenAI({ endpoint, apiKey: process.env.GATEWAY_API_KEY, apiVersion: "2024-10-21", deployment: "no-such-deployment", maxRetries: 0 })
+    await new AzureOpenAI({ endpoint, ...credential, apiVersion: "2024-10-21", deployment: "no-such-deployment", maxRetries: 0 })
       .chat.completions.create({ model: "no-such-deployment", messages, max_tokens: 5 });
     out.notFound = { error: "no error raised" };
   } catch (err) {

@@ -64,10 +64,13 @@ func Run(ctx context.Context, env Env) error {
 	if err != nil {
 		return err
 	}
+	bg, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
 	if vault != nil {
-		vctx, stopVault := context.WithCancel(context.Background())
-		defer stopVault()
-		go vault.Run(vctx)
+		go vault.Run(bg)
+	}
+	if g.callers.Entra != nil {
+		go g.callers.Entra.Run(bg)
 	}
 	ln, err := net.Listen("tcp", settings.Addr)
 	if err != nil {
@@ -221,6 +224,10 @@ func callers(r config.Routing, vault *secrets.VaultKeys, log *slog.Logger) auth.
 	c := auth.Callers{Anonymous: r.Clients != nil && r.Clients.Anonymous}
 	if n := clientKeysSecret(r); n != "" {
 		c.Keys = &auth.ClientKeys{Source: vault, Secret: n, Log: log}
+	}
+	if r.Clients != nil && r.Clients.Entra != nil {
+		e := r.Clients.Entra
+		c.Entra = auth.NewEntra(e.Authority, e.TenantID, e.Audience, e.Roles, log)
 	}
 	return c
 }

@@ -151,7 +151,9 @@ func (g *gateway) ready() bool {
 			return false
 		}
 	}
-	if g.callers.Keys != nil && !g.callers.Keys.Loaded() {
+	keysReady := g.callers.Keys != nil && g.callers.Keys.Loaded()
+	entraReady := g.callers.Entra != nil && g.callers.Entra.Ready()
+	if !g.callers.Anonymous && !keysReady && !entraReady {
 		return false // no caller could be let in yet
 	}
 	return len(g.planner.Names()) > 0

@@ -5,6 +5,7 @@ package auth
 import (
 	"crypto/subtle"
 	"net/http"
+	"strings"
 )
 
 // Rejection is why a request was refused, in the Azure error shape's terms.
@@ -39,12 +40,19 @@ func (f FrontDoor) Check(r *http.Request) *Rejection {
 type Callers struct {
 	Anonymous bool
 	Keys      *ClientKeys
+	Entra     *Entra
 }
 
 // Authenticate returns the caller's app name, or a rejection that says no more than "invalid".
 func (c Callers) Authenticate(r *http.Request) (string, *Rejection) {
 	if c.Anonymous {
 		return "anonymous", nil
+	}
+	if token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && c.Entra != nil {
+		if app, err := c.Entra.Verify(r.Context(), strings.TrimSpace(token)); err == nil {
+			return app, nil
+		}
+		return "", &Rejection{Status: http.StatusUnauthorized, Code: "401", Message: "Access denied due to an invalid bearer token.", Challenge: `Bearer realm="aoai-gateway", error="invalid_token"`}
 	}
 	if c.Keys != nil {
 		if app, ok := c.Keys.Check(r); ok {

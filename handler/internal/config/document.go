@@ -75,6 +75,9 @@ type Entra struct {
 	TenantID string   `json:"tenantId"`
 	Audience string   `json:"audience"`
 	Roles    []string `json:"roles"`
+	// Authority is where the tenant's OpenID configuration lives; default
+	// https://login.microsoftonline.com (sovereign clouds and tests set their own).
+	Authority string `json:"authority"`
 }
 
 // Timeouts bound every stage of a request so that no caller ever hangs.

@@ -104,8 +104,18 @@ func (r *Routing) validate() []string {
 				add("clients.keyVaultSecret: %q is not a Key Vault secret name (1-127 letters, digits and '-')", c.KeyVaultSecret)
 			}
 		}
-		if c.Entra != nil {
-			add("clients.entra: Entra ID caller tokens are not supported by this build yet; the gateway refuses to start rather than run open")
+		if e := c.Entra; e != nil {
+			if e.TenantID == "" || strings.ContainsAny(e.TenantID, "/?#") {
+				add("clients.entra.tenantId: required, the tenant's id or domain")
+			}
+			if e.Audience == "" {
+				add("clients.entra.audience: required, the gateway's app id URI or client id that tokens are issued for")
+			}
+			if e.Authority != "" {
+				if err := checkEndpoint(e.Authority); err != nil {
+					add("clients.entra.authority: %v", err)
+				}
+			}
 		}
 		if !c.Anonymous && c.KeyVaultSecret == "" && c.Entra == nil {
 			add(`clients: no caller authentication configured; set keyVaultSecret, entra, or "anonymous": true`)
