@@ -3,6 +3,7 @@ package app
 import (
 	"encoding/json"
 	"net/http"
+	"runtime"
 	"runtime/debug"
 	"time"
 
@@ -125,6 +126,8 @@ func (g *gateway) status(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	store := g.view.Health()
+	var mem runtime.MemStats
+	runtime.ReadMemStats(&mem)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)
@@ -135,6 +138,7 @@ func (g *gateway) status(w http.ResponseWriter, r *http.Request) {
 		"uptime":      now.Sub(g.started).Round(time.Second).String(),
 		"store":       map[string]any{"kind": g.store, "shared": store.Shared, "healthy": store.Healthy, "lastError": store.LastError, "lastSync": store.LastSync},
 		"deployments": deployments,
+		"runtime":     map[string]any{"goroutines": runtime.NumGoroutine(), "heapMiB": mem.HeapInuse >> 20, "inFlight": len(g.slots)},
 	})
 }
 

@@ -98,6 +98,8 @@ type Timeouts struct {
 	Request Duration `json:"request"`
 	// Shutdown bounds how long in-flight requests may finish after SIGTERM.
 	Shutdown Duration `json:"shutdown"`
+	// RequestBody bounds how long a caller may take to send its body.
+	RequestBody Duration `json:"requestBody"`
 }
 
 // Throttle configures what a 429 does.
@@ -143,6 +145,7 @@ const (
 	DefaultStreamIdle          = 30 * time.Second
 	DefaultRequest             = 220 * time.Second
 	DefaultShutdown            = 20 * time.Second
+	DefaultRequestBody         = 60 * time.Second
 	DefaultRetryAfter          = 10 * time.Second
 	DefaultMaxRetryAfter       = 5 * time.Minute
 	DefaultCircuitFailures     = 3
@@ -166,6 +169,7 @@ func (r *Routing) applyDefaults() {
 	setDur(&t.StreamIdle, DefaultStreamIdle)
 	setDur(&t.Request, DefaultRequest)
 	setDur(&t.Shutdown, DefaultShutdown)
+	setDur(&t.RequestBody, DefaultRequestBody)
 	setDur(&r.Throttle.DefaultRetryAfter, DefaultRetryAfter)
 	setDur(&r.Throttle.MaxRetryAfter, DefaultMaxRetryAfter)
 	if r.Circuit.Failures == 0 {

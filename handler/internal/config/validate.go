@@ -132,7 +132,7 @@ func (r *Routing) validate() []string {
 	}{
 		{"timeouts.connect", t.Connect}, {"timeouts.firstByte", t.FirstByte},
 		{"timeouts.perOutputToken", t.PerOutputToken}, {"timeouts.streamIdle", t.StreamIdle},
-		{"timeouts.request", t.Request}, {"timeouts.shutdown", t.Shutdown},
+		{"timeouts.request", t.Request}, {"timeouts.shutdown", t.Shutdown}, {"timeouts.requestBody", t.RequestBody},
 		{"throttle.defaultRetryAfter", r.Throttle.DefaultRetryAfter}, {"throttle.maxRetryAfter", r.Throttle.MaxRetryAfter},
 		{"circuit.cooldown", r.Circuit.Cooldown}, {"circuit.misconfigured", r.Circuit.Misconfigured},
 		{"secrets.refresh", r.Secrets.Refresh},

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -154,12 +155,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.fam, c.logical, c.rest = fam, logical, rest
 
+	// The body must arrive within its own deadline: the server's header timeout ends with the
+	// headers, and a body that trickles forever must not hold the request (or a slot) forever.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(g.opt.Now().Add(g.opt.Timeouts.RequestBody.D()))
 	body, status, msg := readBody(r, g.opt.MaxBodyBytes)
+	_ = rc.SetReadDeadline(time.Time{})
 	if status != 0 {
 		c.log.status = status
 		code := "InvalidRequest"
-		if status == http.StatusRequestEntityTooLarge {
+		switch status {
+		case http.StatusRequestEntityTooLarge:
 			code = "RequestTooLarge"
+		case http.StatusRequestTimeout:
+			code = "RequestTimeout"
 		}
 		WriteError(w, status, code, msg)
 		return
@@ -231,7 +240,8 @@ func readBody(r *http.Request, max int64) ([]byte, int, string) {
 		// net/http ends the body at Content-Length, so the exact size is enough.
 		buf := make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(r.Body, buf); err != nil {
-			return nil, http.StatusBadRequest, "the request body could not be read completely"
+			st, msg := bodyError(err)
+			return nil, st, msg
 		}
 		return buf, 0, ""
 	}
@@ -241,9 +251,18 @@ func readBody(r *http.Request, max int64) ([]byte, int, string) {
 		return nil, http.StatusRequestEntityTooLarge, tooLarge
 	}
 	if err != nil {
-		return nil, http.StatusBadRequest, "the request body could not be read completely"
+		st, msg := bodyError(err)
+		return nil, st, msg
 	}
 	return buf.Bytes(), 0, ""
+}
+
+func bodyError(err error) (int, string) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return http.StatusRequestTimeout, "the request body did not arrive in time"
+	}
+	return http.StatusBadRequest, "the request body could not be read completely"
 }
 
 // Stage timeouts are causes of an attempt's cancellation, so the failure can say which wait ran out.
