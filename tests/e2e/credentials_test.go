@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,6 +69,13 @@ func (v *vaultSetup) checkTokensNotLogged(t *testing.T, gws ...*gatewayProc) {
 
 func TestKeyVaultAndManagedIdentity(t *testing.T) {
 	v := newVaultSetup(t)
+	const clientID = "7d2c1a9e-0000-4000-8000-00000000c1d0"
+	v.env["AZURE_CLIENT_ID"] = clientID // a user-assigned identity
+	var doc map[string]any
+	json.Unmarshal([]byte(v.env["GATEWAY_CONFIG"]), &doc)
+	doc["secrets"] = map[string]any{"refresh": "500ms"}
+	b, _ := json.Marshal(doc)
+	v.env["GATEWAY_CONFIG"] = string(b)
 	gw := startGateway(t, v.env, v.secrets...)
 	v.checkTokensNotLogged(t, gw)
 
@@ -82,9 +92,28 @@ func TestKeyVaultAndManagedIdentity(t *testing.T) {
 	if st := v.frc.Sim.Stats()["big"]; st.Served != 5 || st.LastAuth != "bearer" {
 		t.Errorf("managed-identity account: %+v", st)
 	}
-	if n := v.kv.Reads("aoai-swc-key"); n != 1 {
-		t.Errorf("the vault was read %d times for 5 requests, want once at start", n)
+	if n := v.kv.Reads("aoai-swc-key"); n < 1 || n > 6 {
+		t.Errorf("the vault was read %d times; want once at start and once per refresh, not per request", n)
 	}
+	if ids := v.id.ClientIDs(); len(ids) != 1 || !ids[clientID] {
+		t.Errorf("tokens asked for identities %v, want only the user-assigned %s", ids, clientID)
+	}
+
+	// The vault goes away: refreshes fail, the last good key keeps serving, and the failure is
+	// logged once, not once per refresh.
+	v.kv.SetDown(true)
+	waitFor(t, "two failed refreshes (each one read and its retries)", 30*time.Second, func() bool {
+		return v.kv.Dropped() >= 8 && strings.Contains(gw.stderr.String(), "could not read a Key Vault secret")
+	})
+	for i := 0; i < 3; i++ {
+		if resp, text := chat(t, gw.URL, "chat", smallChat); resp.StatusCode != 200 {
+			t.Fatalf("with the vault down after start: %d %s", resp.StatusCode, text)
+		}
+	}
+	if n := strings.Count(gw.stderr.String(), "could not read a Key Vault secret"); n != 1 {
+		t.Errorf("the vault outage was logged %d times, want once", n)
+	}
+	v.kv.SetDown(false)
 	if n := v.id.Requests("https://cognitiveservices.azure.com"); n != 1 {
 		t.Errorf("%d token requests for Azure OpenAI over 5 requests, want 1 (azidentity caches until near expiry)", n)
 	}
@@ -227,6 +256,18 @@ func TestClientKeys(t *testing.T) {
 	}
 	// The app's name is in the request log.
 	waitFor(t, "request line naming the app", 2*time.Second, func() bool { return strings.Contains(gw.stdout.String(), `"app":"app-b"`) })
+
+	// The OpenAI Node SDK, unmodified, with its apiKey set to a client key.
+	if node, err := exec.LookPath("node"); err == nil {
+		cmd := exec.Command(node, "client.mjs")
+		cmd.Dir = filepath.Join(repoRoot(), "tests", "node")
+		cmd.Env = append(os.Environ(), "GATEWAY_URL="+gw.URL, "GATEWAY_API_KEY="+keyB, "DEPLOYMENT=chat")
+		if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), `"servedBy":"swc/micro"`) {
+			t.Errorf("Node SDK with a client key: %v %s", err, out)
+		}
+	} else if os.Getenv("CI") != "" {
+		t.Fatal("node is missing")
+	}
 
 	// Rotation in the vault: the new key works and the old one stops, without a restart.
 	v.kv.SetSecret("gateway-client-keys", `{"app-a":"`+keyA2+`","app-b":"`+keyB+`"}`)

@@ -26,10 +26,22 @@ type Identity struct {
 	// Lifetime of the tokens it issues.
 	Lifetime time.Duration
 
-	srv      *httptest.Server
-	mu       sync.Mutex
-	requests map[string]int
-	issued   []string
+	srv       *httptest.Server
+	mu        sync.Mutex
+	requests  map[string]int
+	issued    []string
+	clientIDs map[string]bool
+}
+
+// ClientIDs returns the user-assigned identities tokens were asked for ("" for the system one).
+func (id *Identity) ClientIDs() map[string]bool {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	out := map[string]bool{}
+	for k := range id.clientIDs {
+		out[k] = true
+	}
+	return out
 }
 
 // NewIdentity starts the endpoint on loopback HTTP, as the platform does.
@@ -93,6 +105,10 @@ func (id *Identity) serve(w http.ResponseWriter, r *http.Request) {
 	token := unsignedJWT(claims)
 	id.mu.Lock()
 	id.requests[resource]++
+	if id.clientIDs == nil {
+		id.clientIDs = map[string]bool{}
+	}
+	id.clientIDs[q.Get("client_id")] = true
 	id.issued = append(id.issued, token)
 	id.mu.Unlock()
 	json.NewEncoder(w).Encode(map[string]string{

@@ -30,6 +30,14 @@ type KeyVault struct {
 	reads     map[string]int
 	down      bool
 	forbidden bool
+	dropped   int
+}
+
+// Dropped counts the requests refused while the vault was down.
+func (kv *KeyVault) Dropped() int {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	return kv.dropped
 }
 
 // NewKeyVault starts a vault whose certificate is issued by ca.
@@ -93,6 +101,9 @@ func (kv *KeyVault) fail(w http.ResponseWriter, status int, code, msg string) {
 func (kv *KeyVault) serve(w http.ResponseWriter, r *http.Request) {
 	kv.mu.Lock()
 	down, forbidden := kv.down, kv.forbidden
+	if down {
+		kv.dropped++
+	}
 	kv.mu.Unlock()
 	if down {
 		if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
