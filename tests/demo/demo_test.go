@@ -39,7 +39,9 @@ func TestDemo(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no summary line for the failing region:\n%s", s)
 	}
-	if n, _ := strconv.Atoi(m[1]); n < 1 || n > 4 {
+	// Three failures open the circuit; requests already on their way to it (4 at a time) may
+	// add a few more, but not one per request.
+	if n, _ := strconv.Atoi(m[1]); n < 3 || n > 7 {
 		t.Errorf("the failing region was tried %d times in 24 requests; the circuit should stop it after 3", n)
 	}
 }

@@ -38,7 +38,7 @@ type regionSpec struct {
 
 var regions = []regionSpec{
 	{"swc", "Sweden Central", "micro", aoaisim.Deployment{Model: "gpt-4o-mini", TPM: 1000, TimeToFirstToken: ms(150), PerToken: ms(6)}, 1, 1},
-	{"frc", "France Central", "gpt-4o-mini", aoaisim.Deployment{Model: "gpt-4o-mini", TPM: 40000, TimeToFirstToken: ms(200), PerToken: ms(6)}, 2, 3},
+	{"frc", "France Central", "gpt-4o-mini", aoaisim.Deployment{Model: "gpt-4o-mini", TPM: 40000, TimeToFirstToken: ms(200), PerToken: ms(6)}, 2, 1},
 	{"uks", "UK South", "gpt-4o-mini", aoaisim.Deployment{Model: "gpt-4o-mini", TPM: 40000, Fault: "503"}, 2, 1},
 }
 
@@ -96,8 +96,8 @@ func run(port, requests, concurrency int, keepRunning bool) error {
 
 	d := newDashboard(base, sims, isTerminal())
 	fmt.Printf("Azure OpenAI failover gateway demo: gateway on %s, logs in %s\n", base, logPath())
-	fmt.Printf("Logical deployment \"chat\" = swc/micro (priority 1, 1,000 TPM), then frc/gpt-4o-mini (40,000 TPM, weight 3)\n")
-	fmt.Printf("and uks/gpt-4o-mini (weight 1, region down) at priority 2. %d requests, %d at a time.\n\n", requests, concurrency)
+	fmt.Printf("Logical deployment \"chat\" = swc/micro (priority 1, 1,000 TPM), then, at priority 2 with equal weights,\n")
+	fmt.Printf("frc/gpt-4o-mini (40,000 TPM) and uks/gpt-4o-mini (region down). %d requests, %d at a time.\n\n", requests, concurrency)
 
 	burstCtx, endBurst := context.WithCancel(ctx)
 	drawDone := make(chan struct{})
@@ -230,6 +230,7 @@ type dashboard struct {
 	events    []string // recent requests
 	changes   []string // recent target state changes
 	lastState map[string]string
+	seen429   map[string]int
 	status    map[string]targetStatus
 	lines     int
 }
@@ -249,6 +250,7 @@ func newDashboard(base string, sims map[string]*aoaisim.Simulator, tty bool) *da
 		client:    &http.Client{Timeout: 60 * time.Second},
 		served:    map[string]int{},
 		lastState: map[string]string{},
+		seen429:   map[string]int{},
 		status:    map[string]targetStatus{},
 	}
 }
@@ -398,11 +400,20 @@ func (d *dashboard) poll() {
 	now := time.Now()
 	for _, e := range st.Deployments["chat"] {
 		s := e.State
+		// 429s are counted at the simulated region itself, so even a throttle shorter than this
+		// poll's interval is shown.
+		account, dep, _ := strings.Cut(s.Target, "/")
+		throttled := d.sims[account].Stats()[dep].Throttled
 		d.mu.Lock()
 		prev := d.lastState[s.Target]
+		new429 := throttled > d.seen429[s.Target]
+		d.seen429[s.Target] = throttled
 		d.lastState[s.Target] = s.State
 		d.status[s.Target] = s
 		d.mu.Unlock()
+		if new429 && s.State != "throttled" {
+			d.event(true, "%s throttled (429): skipped until its quota window moved on (already over)", s.Target)
+		}
 		if prev == s.State || (prev == "" && s.State == "available") {
 			continue
 		}
