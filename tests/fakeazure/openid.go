@@ -30,12 +30,12 @@ type OpenID struct {
 
 // NewOpenID starts the configuration endpoint with one published key, "key-1".
 func NewOpenID(t testing.TB) *OpenID {
-	o := &OpenID{Tenant: "11111111-2222-3333-4444-555555555555", keys: map[string]*rsa.PrivateKey{}}
-	o.srv = httptest.NewServer(http.HandlerFunc(o.serve))
+	o := &OpenID{Tenant: "11111111-2222-3333-4444-555555555555", keys: map[string]*rsa.PrivateKey{"key-1": NewKey(t)}}
+	o.srv = httptest.NewUnstartedServer(http.HandlerFunc(o.serve))
+	o.Authority = "http://" + o.srv.Listener.Addr().String()
+	o.Issuer = o.Authority + "/" + o.Tenant + "/v2.0"
+	o.srv.Start()
 	t.Cleanup(o.srv.Close)
-	o.Authority = o.srv.URL
-	o.Issuer = o.srv.URL + "/" + o.Tenant + "/v2.0"
-	o.keys["key-1"] = NewKey(t)
 	return o
 }
 
