@@ -8,8 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,33 +127,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	if resp, text := chat(t, gw.URL, "chat", smallChat); resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, text)
 	}
-	var failed, sent atomic.Int32
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
-				resp, err := http.Post(gw.URL+"/openai/deployments/chat/chat/completions?api-version=2024-10-21", "application/json", strings.NewReader(smallChat))
-				sent.Add(1)
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
+	load := startTraffic(gw.URL, smallChat, 4, 10*time.Millisecond)
 	time.Sleep(300 * time.Millisecond)
 	before := v.kv.Reads("aoai-swc-key")
 	// Rotate: the new key goes into the vault, then the service stops taking the old one.
@@ -163,10 +135,8 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	v.swc.Sim.SetAPIKey("rotated-key-5d7a19")
 	rejectedAt := v.swc.Sim.Stats()["micro"].Unauthorized
 	time.Sleep(700 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	if failed.Load() != 0 || sent.Load() < 20 {
-		t.Errorf("%d of %d requests failed across the rotation", failed.Load(), sent.Load())
+	if sent, failed := load.stop(); failed != 0 || sent < 20 {
+		t.Errorf("%d of %d requests failed across the rotation", failed, sent)
 	}
 	if n := v.kv.Reads("aoai-swc-key") - before; n != 1 {
 		t.Errorf("the rotation cost %d vault reads, want 1 however many requests saw the 401", n)

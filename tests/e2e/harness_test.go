@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -248,4 +249,48 @@ func chat(t *testing.T, url, logical, body string, hdr ...string) (*http.Respons
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp, string(b)
+}
+
+// traffic is steady background load on one logical deployment: workers each send a request,
+// read the answer and wait interval, until stop. It counts what was sent and what failed.
+type traffic struct {
+	sent, failed atomic.Int64
+	quit         chan struct{}
+	wg           sync.WaitGroup
+}
+
+func startTraffic(url, body string, workers int, interval time.Duration) *traffic {
+	tr := &traffic{quit: make(chan struct{})}
+	for w := 0; w < workers; w++ {
+		tr.wg.Add(1)
+		go func() {
+			defer tr.wg.Done()
+			for {
+				select {
+				case <-tr.quit:
+					return
+				case <-time.After(interval):
+				}
+				resp, err := http.Post(url+"/openai/deployments/chat/chat/completions?api-version=2024-10-21", "application/json", strings.NewReader(body))
+				tr.sent.Add(1)
+				if err != nil {
+					tr.failed.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					tr.failed.Add(1)
+				}
+			}
+		}()
+	}
+	return tr
+}
+
+// stop ends the traffic and returns how many requests were sent and how many failed.
+func (tr *traffic) stop() (sent, failed int64) {
+	close(tr.quit)
+	tr.wg.Wait()
+	return tr.sent.Load(), tr.failed.Load()
 }

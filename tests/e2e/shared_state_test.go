@@ -3,10 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,31 +108,8 @@ func TestStoreOutage(t *testing.T) {
 	waitFor(t, "store healthy", 5*time.Second, func() bool { return getStatus(t, a.URL).Store.Healthy })
 
 	az.Pause()
-	var failed, sent atomic.Int32
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond): // steady traffic, well inside the simulator's limits
-			}
-			resp, err := http.Post(a.URL+"/openai/deployments/chat/chat/completions?api-version=2024-10-21", "application/json",
-				strings.NewReader(`{"messages":[{"role":"user","content":"Count the regions, please."}],"max_tokens":100}`))
-			sent.Add(1)
-			if err != nil {
-				failed.Add(1)
-				continue
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				failed.Add(1)
-			}
-		}
-	}()
+	// Steady traffic, well inside the simulator's limits.
+	load := startTraffic(a.URL, `{"messages":[{"role":"user","content":"Count the regions, please."}],"max_tokens":100}`, 1, 20*time.Millisecond)
 	waitFor(t, "store reported degraded", 20*time.Second, func() bool { return !getStatus(t, a.URL).Store.Healthy })
 	waitFor(t, "the primary throttled during the outage", 10*time.Second, func() bool {
 		return getStatus(t, a.URL).Deployments["chat"][0].State.State == "throttled"
@@ -150,10 +124,8 @@ func TestStoreOutage(t *testing.T) {
 	waitFor(t, "a new instance learns the mark made during the outage", 5*time.Second, func() bool {
 		return getStatus(t, b.URL).Deployments["chat"][0].State.State == "throttled"
 	})
-	close(stop)
-	<-done
-	if failed.Load() != 0 || sent.Load() < 3 {
-		t.Errorf("%d of %d requests failed during the outage", failed.Load(), sent.Load())
+	if sent, failed := load.stop(); failed != 0 || sent < 3 {
+		t.Errorf("%d of %d requests failed during the outage", failed, sent)
 	}
 }
 
