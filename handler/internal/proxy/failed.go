@@ -73,7 +73,7 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 
 	h := w.Header()
 	h.Set(headerServedBy, "none")
-	h.Set(headerAttempts, strconv.Itoa(len(tried)))
+	h.Set(headerAttempts, strconv.Itoa(len(c.log.attempts))) // every call made, a retry after a key rotation included
 	if !soonest.IsZero() {
 		setRetryAfter(h, soonest.Sub(now))
 	}

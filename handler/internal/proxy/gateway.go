@@ -340,7 +340,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 		tried = append(tried, a)
 		c.log.attempts = append(c.log.attempts, a)
 		if a.resp != nil {
-			g.commit(w, r.Context(), c, a, len(tried))
+			g.commit(w, r.Context(), c, a, len(c.log.attempts))
 			return
 		}
 		if r.Context().Err() != nil || !g.opt.Now().Before(deadline) {

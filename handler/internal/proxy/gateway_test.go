@@ -780,8 +780,8 @@ func TestRotationAndMissingCredentials(t *testing.T) {
 	tg.gw.opt.Credentials = creds
 
 	resp, _ := tg.post(t, chatPath, `{}`)
-	if resp.StatusCode != 200 || resp.Header.Get("x-served-by") != "a1/d1" || len(b2.requests()) != 0 {
-		t.Fatalf("after rotation: %d %s; secondary saw %d", resp.StatusCode, resp.Header.Get("x-served-by"), len(b2.requests()))
+	if resp.StatusCode != 200 || resp.Header.Get("x-served-by") != "a1/d1" || len(b2.requests()) != 0 || resp.Header.Get("x-gateway-attempts") != "2" {
+		t.Fatalf("after rotation: %d %s after %s attempts; secondary saw %d", resp.StatusCode, resp.Header.Get("x-served-by"), resp.Header.Get("x-gateway-attempts"), len(b2.requests()))
 	}
 	if creds.rotates != 1 || len(b1.requests()) != 2 {
 		t.Errorf("rotates %d, primary requests %d; want 1 and 2 (old key, then new)", creds.rotates, len(b1.requests()))
