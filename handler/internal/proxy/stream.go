@@ -154,7 +154,7 @@ const maxEventBytes = 4 << 20
 var errEventTooLarge = errors.New("a stream event exceeded 4 MiB")
 
 // readerPool recycles the stream readers' buffers: one per stream adds up under load.
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
 func newEventReader(r io.Reader, log *slog.Logger) *eventReader {
 	br := readerPool.Get().(*bufio.Reader)

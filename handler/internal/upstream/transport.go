@@ -244,7 +244,7 @@ func (t *Transport) dial(ctx context.Context, key, addr, tlsHost string) (*conn,
 		}
 		nc = tc
 	}
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(nc, 8<<10), key: key}, nil
+	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10), key: key}, nil
 }
 
 func (t *Transport) put(c *conn) {
