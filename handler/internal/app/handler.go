@@ -107,6 +107,10 @@ func (g *gateway) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
+	if wantsHTML(r) {
+		g.statusHTML(w, now)
+		return
+	}
 	byID := map[string]any{}
 	for _, s := range g.view.Snapshot(now) {
 		byID[s.Target] = s

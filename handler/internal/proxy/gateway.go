@@ -401,7 +401,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 		wait, source := state.RetryAfter(resp.Header, g.opt.Now(), g.opt.Throttle.DefaultRetryAfter.D(), g.opt.Throttle.MaxRetryAfter.D())
 		drain(resp.Body)
 		a.wait = wait
-		g.opt.State.Record(t.ID, state.Outcome{Kind: state.Throttled, Status: code, Wait: wait, Reason: "429, wait " + wait.Round(time.Millisecond).String() + " from " + source, Quota: quota})
+		g.opt.State.Record(t.ID, state.Outcome{Kind: state.Throttled, Status: code, Wait: wait, Reason: "wait " + wait.Round(time.Millisecond).String() + " from " + source, Quota: quota})
 		return g.done(a, state.Throttled, code, "throttled for "+wait.Round(time.Millisecond).String())
 	case code == http.StatusRequestTimeout || code >= 500:
 		drain(resp.Body)
@@ -452,7 +452,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 		a.head, a.complete = head, complete
 	}
 	kind := state.Succeeded // a 4xx here is the caller's problem, not the target's
-	g.opt.State.Record(t.ID, state.Outcome{Kind: kind, Status: a.status, Quota: quota})
+	g.opt.State.Record(t.ID, state.Outcome{Kind: kind, Status: a.status, Quota: quota, Latency: g.opt.Now().Sub(a.start)})
 	a.kind = kind
 	return a
 }

@@ -31,6 +31,8 @@ type Outcome struct {
 	Wait   time.Duration // for Throttled
 	Reason string        // short, for /status and logs; never secret
 	Quota  Quota
+	// Latency is the time to the answer's first byte, for a Succeeded outcome.
+	Latency time.Duration
 }
 
 // Quota is a target's remaining rate-limit budget as its last response reported it.
@@ -86,6 +88,8 @@ type target struct {
 	quota          Quota
 	quotaAt        time.Time
 	ignored        time.Time // Updated of the last far mark ignored, to log it once
+	served         int64
+	latency        time.Duration // moving average of recent first-byte latencies
 }
 
 // NewView returns a view of opt.Targets, all available.
@@ -198,6 +202,14 @@ func (v *View) Record(id string, o Outcome) {
 	case Succeeded:
 		t.failures = 0
 		t.lastSuccess = now
+		if o.Latency > 0 {
+			t.served++
+			if t.latency == 0 {
+				t.latency = o.Latency
+			} else { // recent answers weigh most: an average over roughly the last ten
+				t.latency += (o.Latency - t.latency) / 10
+			}
+		}
 	case Throttled:
 		t.throttledUntil = later(t.throttledUntil, now.Add(o.Wait))
 		share = &Mark{ThrottledUntil: t.throttledUntil}
@@ -410,6 +422,8 @@ type TargetStatus struct {
 	RemainingRequests   *int64     `json:"remainingRequests,omitempty"`
 	RemainingSeenAt     *time.Time `json:"remainingSeenAt,omitempty"`
 	ConsecutiveFailures int        `json:"consecutiveFailures"`
+	Served              int64      `json:"served"`
+	LatencyMs           float64    `json:"latencyMs,omitempty"`
 }
 
 // Snapshot returns every target's status, sorted by id.
@@ -417,7 +431,8 @@ func (v *View) Snapshot(now time.Time) []TargetStatus {
 	out := make([]TargetStatus, 0, len(v.targets))
 	for id, t := range v.targets {
 		t.mu.Lock()
-		s := TargetStatus{Target: id, State: "available", LastStatus: t.lastStatus, LastReason: t.lastReason, ConsecutiveFailures: t.failures}
+		s := TargetStatus{Target: id, State: "available", LastStatus: t.lastStatus, LastReason: t.lastReason, ConsecutiveFailures: t.failures,
+			Served: t.served, LatencyMs: float64(t.latency.Microseconds()) / 1000}
 		switch {
 		case now.Before(t.throttledUntil):
 			s.State = "throttled"
