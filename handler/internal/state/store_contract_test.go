@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -46,15 +47,19 @@ func TestStoreContract(t *testing.T) {
 			must(t, s.EnsureTable(context.Background()))
 			base := time.Now().UTC().Truncate(time.Second)
 			var cmds []*exec.Cmd
-			for _, offset := range []string{"0", "1"} {
-				cmd := exec.Command(os.Args[0], "-test.run=^TestWriterProcess$")
+			outs := make([]*bytes.Buffer, 2)
+			for i, offset := range []string{"0", "1"} {
+				cmd := exec.Command(os.Args[0], "-test.run=^TestWriterProcess$", "-test.v")
 				cmd.Env = append(os.Environ(), "STATE_WRITER_CONN="+az.ConnectionString, "STATE_WRITER_OFFSET="+offset, "STATE_WRITER_BASE="+base.Format(time.RFC3339))
-				cmd.Stderr = os.Stderr
+				outs[i] = &bytes.Buffer{}
+				cmd.Stdout, cmd.Stderr = outs[i], outs[i]
 				must(t, cmd.Start())
 				cmds = append(cmds, cmd)
 			}
-			for _, c := range cmds {
-				must(t, c.Wait())
+			for i, c := range cmds {
+				if err := c.Wait(); err != nil {
+					t.Fatalf("writer process %d: %v\n%s", i, err, outs[i])
+				}
 			}
 			m := byTarget(t, s)["swc/micro"]
 			if want := base.Add(2 * writerRounds * time.Second); !m.ThrottledUntil.Equal(want) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"time"
@@ -81,8 +82,9 @@ func parseTime(s string) time.Time {
 }
 
 // mergeAttempts bounds the optimistic-concurrency loop; each retry means another instance wrote
-// the same target in between, which is rare.
-const mergeAttempts = 8
+// the same target in between. Retries wait a short random time so that writers racing for one
+// entity spread out instead of colliding again.
+const mergeAttempts = 20
 
 // Merge writes m, keeping the later of each deadline already stored: read, merge, then replace
 // only if the entity is unchanged (ETag), or create it if absent; a lost race is retried.
@@ -94,6 +96,7 @@ func (s *TableStore) Merge(ctx context.Context, m Mark) error {
 			b, _ := json.Marshal(toEntity(s.partition, m))
 			_, err := s.client.AddEntity(ctx, b, nil)
 			if hasCode(err, http.StatusConflict, "") {
+				backoff(ctx, i)
 				continue // another instance created it first: merge with theirs
 			}
 			if hasCode(err, http.StatusNotFound, "TableNotFound") {
@@ -122,11 +125,21 @@ func (s *TableStore) Merge(ctx context.Context, m Mark) error {
 		etag := got.ETag
 		_, err = s.client.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace})
 		if hasCode(err, http.StatusPreconditionFailed, "") {
+			backoff(ctx, i)
 			continue // changed since we read it: read again and merge again
 		}
 		return wrap("update entity", err)
 	}
 	return fmt.Errorf("state table: %s changed under %d attempts to merge", m.Target, mergeAttempts)
+}
+
+// backoff sleeps a few milliseconds, more after each lost race, with jitter.
+func backoff(ctx context.Context, attempt int) {
+	d := time.Duration(1+rand.IntN(5*(attempt+1))) * time.Millisecond
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }
 
 // List returns every mark of the partition in one query.
