@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aoai-failover/gateway/tests/aoaisim"
 	"github.com/aoai-failover/gateway/tests/azurite"
 	"github.com/aoai-failover/gateway/tests/fakeazure"
 )
@@ -19,11 +18,7 @@ func TestIdentityBasedStateStorage(t *testing.T) {
 	az := azurite.StartOAuth(t, certFile, keyFile)
 	id := fakeazure.NewIdentity(t)
 
-	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "m", TPM: 300, RPM: 600}})
-	frc := startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "m"}})
-	regions := map[string]*region{"swc": swc, "frc": frc}
-	doc := newRouting().account("swc", swc).account("frc", frc).target("chat", "swc", "micro", 1).target("chat", "frc", "big", 2)
-	doc.Throttle = map[string]any{"routeByRemaining": false}
+	_, _, regions, doc := smallPrimary(t)
 	env := doc.env(regions)
 	for k, v := range id.Env() {
 		env[k] = v

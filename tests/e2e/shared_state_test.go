@@ -96,11 +96,7 @@ func TestThrottleSharedAcrossInstances(t *testing.T) {
 // resumes and a mark made during the outage is written, so a new instance learns it.
 func TestStoreOutage(t *testing.T) {
 	az := azurite.Start(t)
-	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "m", TPM: 300, RPM: 600}})
-	frc := startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "m"}}) // no limit
-	regions := map[string]*region{"swc": swc, "frc": frc}
-	doc := newRouting().account("swc", swc).account("frc", frc).target("chat", "swc", "micro", 1).target("chat", "frc", "big", 2)
-	doc.Throttle = map[string]any{"routeByRemaining": false} // the primary must answer a 429
+	_, _, regions, doc := smallPrimary(t)
 	env := doc.env(regions)
 	env["GATEWAY_STATE_STORAGE"] = az.ConnectionString
 	env["GATEWAY_STATE_TABLE"] = "outage"
@@ -196,11 +192,7 @@ func TestSharedStateSaves429s(t *testing.T) {
 // made meanwhile is written to the new table and other instances learn it.
 func TestStoreRestart(t *testing.T) {
 	az := azurite.Start(t)
-	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "m", TPM: 300, RPM: 600}})
-	frc := startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "m"}})
-	regions := map[string]*region{"swc": swc, "frc": frc}
-	doc := newRouting().account("swc", swc).account("frc", frc).target("chat", "swc", "micro", 1).target("chat", "frc", "big", 2)
-	doc.Throttle = map[string]any{"routeByRemaining": false}
+	swc, _, regions, doc := smallPrimary(t)
 	env := doc.env(regions)
 	env["GATEWAY_STATE_STORAGE"] = az.ConnectionString
 	env["GATEWAY_STATE_TABLE"] = "restart"
@@ -225,4 +217,17 @@ func TestStoreRestart(t *testing.T) {
 	waitFor(t, "a new instance learns the mark made while the store was down", 5*time.Second, func() bool {
 		return getStatus(t, b.URL).Deployments["chat"][0].State.State == "throttled"
 	})
+}
+
+// smallPrimary is the setup of the shared-state tests: a primary whose token minute holds two
+// ~107-token requests (so the third is a 429), an unlimited secondary, and a routing document
+// that tries the primary first whatever its reported budget (these tests are about the 429).
+func smallPrimary(t *testing.T) (swc, frc *region, regions map[string]*region, doc *routingDoc) {
+	t.Helper()
+	swc = startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "m", TPM: 300, RPM: 600}})
+	frc = startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "m"}})
+	regions = map[string]*region{"swc": swc, "frc": frc}
+	doc = newRouting().account("swc", swc).account("frc", frc).target("chat", "swc", "micro", 1).target("chat", "frc", "big", 2)
+	doc.Throttle = map[string]any{"routeByRemaining": false}
+	return swc, frc, regions, doc
 }
