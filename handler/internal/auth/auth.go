@@ -35,8 +35,7 @@ func (f FrontDoor) Check(r *http.Request) *Rejection {
 }
 
 // Callers authenticates callers: with Anonymous every caller is "anonymous"; with Keys, a
-// client key in the api-key header names the caller's app. (Entra ID tokens are refused at
-// start until they are supported.)
+// client key in the api-key header names the caller's app; with Entra, a bearer token does.
 type Callers struct {
 	Anonymous bool
 	Keys      *ClientKeys
