@@ -1,0 +1,56 @@
+package main
+
+import (
+	"archive/zip"
+	"bytes"
+	"debug/elf"
+	"io"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+func TestPack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the handler")
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	out := filepath.Join(t.TempDir(), "gateway.zip")
+	if err := pack(root, out); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zip.OpenReader(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	seen := map[string]*zip.File{}
+	for _, f := range zr.File {
+		seen[f.Name] = f
+	}
+	for _, name := range []string{"host.json", "function/function.json", "bin/handler"} {
+		if seen[name] == nil {
+			t.Fatalf("%s missing from the package (has %v)", name, len(seen))
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("unexpected entries: %v", seen)
+	}
+	bin := seen["bin/handler"]
+	if bin.Mode().Perm()&0o111 == 0 {
+		t.Errorf("bin/handler lost its executable bit: %v", bin.Mode())
+	}
+	rc, _ := bin.Open()
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	ef, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil || ef.Machine != elf.EM_X86_64 || ef.Class != elf.ELFCLASS64 {
+		t.Fatalf("bin/handler is not a linux/amd64 ELF binary: %v", err)
+	}
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("bin/handler is dynamically linked; CGO_ENABLED=0 must give a static binary")
+		}
+	}
+}
