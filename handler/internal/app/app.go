@@ -16,6 +16,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/aoai-failover/gateway/handler/internal/auth"
 	"github.com/aoai-failover/gateway/handler/internal/config"
@@ -60,7 +61,16 @@ func Run(ctx context.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	g, err := build(settings, creds, vault, store, log, out, env.Getenv)
+	tracer, stopTracing, err := telemetry.Tracing(ctx, env.Getenv, instanceName(env.Getenv))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(sctx) // exports what is left
+	}()
+	g, err := build(settings, creds, vault, store, log, out, tracer, env.Getenv)
 	if err != nil {
 		return err
 	}
@@ -232,7 +242,7 @@ func callers(r config.Routing, vault *secrets.VaultKeys, log *slog.Logger) auth.
 	return c
 }
 
-func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultKeys, store sharedStore, log *slog.Logger, out telemetry.Output, getenv func(string) string) (*gateway, error) {
+func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultKeys, store sharedStore, log *slog.Logger, out telemetry.Output, tracer trace.Tracer, getenv func(string) string) (*gateway, error) {
 	r := s.Routing
 	planner := route.New(r)
 	ids := make([]string, 0, len(planner.Targets()))
@@ -266,6 +276,7 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 		RouteByRemaining: r.Throttle.RouteByRemainingOrDefault(),
 		Logger:           log,
 		RequestLog:       out,
+		Tracer:           tracer,
 	})
 	return &gateway{
 		settings: s, log: log, planner: planner, view: view, proxy: p,

@@ -144,6 +144,7 @@ type requestLog struct {
 }
 
 func (g *Gateway) logRequest(c *call) {
+	endRequestSpan(c)
 	if g.opt.RequestLog == nil {
 		return
 	}

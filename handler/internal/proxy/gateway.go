@@ -24,6 +24,8 @@ import (
 	"github.com/aoai-failover/gateway/handler/internal/route"
 	"github.com/aoai-failover/gateway/handler/internal/state"
 	"github.com/aoai-failover/gateway/handler/internal/telemetry"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Credentials sets the backend credential for an account on an outgoing request's headers.
@@ -64,7 +66,9 @@ type Options struct {
 	Logger           *slog.Logger
 	// RequestLog receives the one line written per request; nil writes none.
 	RequestLog RequestLog
-	Now        func() time.Time
+	// Tracer makes a span per request and one per attempt; nil traces nothing.
+	Tracer trace.Tracer
+	Now    func() time.Time
 }
 
 // RequestLog takes finished request lines.
@@ -85,6 +89,9 @@ func New(opt Options) *Gateway {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.Tracer == nil {
+		opt.Tracer = noop.NewTracerProvider().Tracer("gateway")
+	}
 	return &Gateway{opt: opt}
 }
 
@@ -98,6 +105,7 @@ type call struct {
 	body     []byte
 	info     bodyInfo
 	inHeader http.Header // the caller's headers; filtered afresh for each attempt
+	span     trace.Span
 	start    time.Time
 	log      *requestLog
 }
@@ -139,6 +147,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &call{start: g.opt.Now(), path: r.URL.Path, query: r.URL.RawQuery}
 	c.log = &requestLog{method: r.Method, path: r.URL.Path}
 	c.log.app, _ = r.Context().Value(callerKey{}).(string)
+	_, c.span = g.opt.Tracer.Start(r.Context(), "gateway", trace.WithSpanKind(trace.SpanKindServer))
 	defer g.logRequest(c)
 
 	fam, logical, rest, perr := parsePath(r.URL.Path, r.URL.EscapedPath())
@@ -357,7 +366,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 // try sends the request to one target and reads up to the commit point.
 func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t route.Target) *attempt {
 	a := &attempt{target: t, start: g.opt.Now()}
-	defer func() { a.dur = g.opt.Now().Sub(a.start) }()
+	_, span := g.opt.Tracer.Start(trace.ContextWithSpan(callerCtx, c.span), "attempt "+t.ID, trace.WithSpanKind(trace.SpanKindClient))
+	defer func() {
+		a.dur = g.opt.Now().Sub(a.start)
+		endAttemptSpan(span, a)
+	}()
 	actx, cancel := context.WithCancelCause(callerCtx)
 	a.cancel = cancel
 	a.deadline = time.AfterFunc(deadline.Sub(a.start), func() { cancel(errRequestDeadline) })
