@@ -128,7 +128,7 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	var ps procs
-	defer ps.stopAll()
+	defer func() { ps.stopAll() }() // a closure: the list is filled after this line
 
 	// The backend: a fake chat deployment answering ~600 bytes at once, or 20 SSE chunks.
 	simPort := freePort()
