@@ -11,13 +11,17 @@ import (
 	"github.com/aoai-failover/gateway/handler/internal/proxy"
 )
 
+// HealthPath answers Front Door's health probe; the infra template's probe uses the same path
+// (the template test reads it from `handler -check`).
+const HealthPath = "/healthz"
+
 // handler routes the gateway's own paths and sends everything else to the forwarder, after the
 // Front Door check and caller authentication.
 func (g *gateway) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer g.recoverPanic(w, r)
 		switch r.URL.Path {
-		case "/", "/healthz", "/status":
+		case "/", HealthPath, "/status":
 			// The gateway's own answers carry the same headers as forwarded ones.
 			w.Header().Set("X-Served-By", "none")
 			w.Header().Set("X-Gateway-Attempts", "0")
@@ -29,7 +33,7 @@ func (g *gateway) handler() http.Handler {
 				w.WriteHeader(http.StatusOK)
 				return
 			}
-		case "/healthz":
+		case HealthPath:
 			g.healthz(w, r)
 			return
 		}

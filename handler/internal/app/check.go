@@ -1,0 +1,64 @@
+package app
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/aoai-failover/gateway/handler/internal/config"
+)
+
+// CheckReport is what `handler -check` prints: whether the settings would start the gateway,
+// and which settings it read, so a deployment template can be checked against the code.
+type CheckReport struct {
+	OK          bool     `json:"ok"`
+	Problems    []string `json:"problems,omitempty"`
+	Warnings    []string `json:"warnings,omitempty"`
+	Deployments []string `json:"deployments,omitempty"`
+	// HealthPath is the path for a load balancer's health probe.
+	HealthPath string `json:"healthPath"`
+	// Read names every setting the gateway looked up that had a value.
+	Read []string `json:"read"`
+}
+
+// Check validates the settings from getenv as a start would, contacting nothing, and writes a
+// CheckReport as JSON to w. It returns an error when the gateway would refuse to start.
+func Check(getenv func(string) string, w io.Writer) error {
+	read := map[string]bool{}
+	recording := func(name string) string {
+		v := getenv(name)
+		if v != "" {
+			read[name] = true
+		}
+		return v
+	}
+	report := CheckReport{HealthPath: HealthPath}
+	settings, err := config.Load(recording)
+	switch probs := err.(type) {
+	case nil:
+		report.OK = true
+		report.Warnings = settings.Warnings
+		for name := range settings.Routing.Deployments {
+			report.Deployments = append(report.Deployments, name)
+		}
+		sort.Strings(report.Deployments)
+	case config.Problems:
+		report.Problems = probs
+	default:
+		report.Problems = []string{err.Error()}
+	}
+	for name := range read {
+		report.Read = append(report.Read, name)
+	}
+	sort.Strings(report.Read)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(report); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if !report.OK {
+		return fmt.Errorf("the settings would not start the gateway (%d problems)", len(report.Problems))
+	}
+	return nil
+}
