@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"debug/elf"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -17,8 +18,21 @@ func TestPack(t *testing.T) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	out := filepath.Join(t.TempDir(), "gateway.zip")
-	if err := pack(root, out); err != nil {
+	stage := filepath.Join(t.TempDir(), "app")
+	if err := pack(root, out, stage); err != nil {
 		t.Fatal(err)
+	}
+	exe, err := executablePath(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := os.Stat(filepath.Join(stage, filepath.FromSlash(exe))); err != nil || info.Mode().Perm()&0o111 == 0 {
+		t.Errorf("the staged folder has no executable %s: %v", exe, err)
+	}
+	for _, name := range []string{"host.json", "function/function.json"} {
+		if _, err := os.Stat(filepath.Join(stage, name)); err != nil {
+			t.Errorf("the staged folder lacks %s", name)
+		}
 	}
 	zr, err := zip.OpenReader(out)
 	if err != nil {
@@ -29,7 +43,7 @@ func TestPack(t *testing.T) {
 	for _, f := range zr.File {
 		seen[f.Name] = f
 	}
-	for _, name := range []string{"host.json", "function/function.json", "bin/handler"} {
+	for _, name := range []string{"host.json", "function/function.json", exe} {
 		if seen[name] == nil {
 			t.Fatalf("%s missing from the package (has %v)", name, len(seen))
 		}
@@ -37,9 +51,9 @@ func TestPack(t *testing.T) {
 	if len(seen) != 3 {
 		t.Errorf("unexpected entries: %v", seen)
 	}
-	bin := seen["bin/handler"]
+	bin := seen[exe]
 	if bin.Mode().Perm()&0o111 == 0 {
-		t.Errorf("bin/handler lost its executable bit: %v", bin.Mode())
+		t.Errorf("%s lost its executable bit: %v", exe, bin.Mode())
 	}
 	rc, _ := bin.Open()
 	b, _ := io.ReadAll(rc)

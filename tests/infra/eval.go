@@ -808,6 +808,32 @@ func (e *evaluator) function(name string, args []any, sc scope) (any, error) {
 			out = append(out, v)
 		}
 		return out, nil
+	case "filter":
+		arr, ok := args[0].([]any)
+		if !ok {
+			return nil, errors.New("filters an array")
+		}
+		out := []any{}
+		for _, item := range arr {
+			keep, err := e.apply(args[1], item)
+			if err != nil {
+				return nil, err
+			}
+			if keep == true {
+				out = append(out, item)
+			}
+		}
+		return out, nil
+	case "objectkeys":
+		m, ok := args[0].(map[string]any)
+		if !ok {
+			return nil, errors.New("takes an object")
+		}
+		keys := make([]any, 0, len(m))
+		for _, k := range sortedKeys(m) {
+			keys = append(keys, k)
+		}
+		return keys, nil
 	case "toobject":
 		arr, ok := args[0].([]any)
 		if !ok {
@@ -898,6 +924,15 @@ func toInt(v any) int {
 	return 0
 }
 
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 // Strings lists every string in v, for the secret scan.
 func Strings(v any) []string {
 	var out []string
@@ -905,12 +940,7 @@ func Strings(v any) []string {
 	case string:
 		out = append(out, x)
 	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		for _, k := range sortedKeys(x) {
 			out = append(out, Strings(x[k])...)
 		}
 	case []any:
