@@ -16,7 +16,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/aoai-failover/gateway/handler/internal/auth"
 	"github.com/aoai-failover/gateway/handler/internal/config"
@@ -61,16 +60,16 @@ func Run(ctx context.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	tracer, stopTracing, err := telemetry.Tracing(ctx, env.Getenv, instanceName(env.Getenv))
+	otel, err := telemetry.OpenTelemetry(ctx, env.Getenv, instanceName(env.Getenv))
 	if err != nil {
 		return err
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = stopTracing(sctx) // exports what is left
+		_ = otel.Shutdown(sctx) // exports what is left
 	}()
-	g, err := build(settings, creds, vault, store, log, out, tracer, env.Getenv)
+	g, err := build(settings, creds, vault, store, log, out, otel, env.Getenv)
 	if err != nil {
 		return err
 	}
@@ -242,7 +241,7 @@ func callers(r config.Routing, vault *secrets.VaultKeys, log *slog.Logger) auth.
 	return c
 }
 
-func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultKeys, store sharedStore, log *slog.Logger, out telemetry.Output, tracer trace.Tracer, getenv func(string) string) (*gateway, error) {
+func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultKeys, store sharedStore, log *slog.Logger, out telemetry.Output, otel telemetry.OTel, getenv func(string) string) (*gateway, error) {
 	r := s.Routing
 	planner := route.New(r)
 	ids := make([]string, 0, len(planner.Targets()))
@@ -276,7 +275,8 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 		RouteByRemaining: r.Throttle.RouteByRemainingOrDefault(),
 		Logger:           log,
 		RequestLog:       out,
-		Tracer:           tracer,
+		Tracer:           otel.Tracer,
+		Meter:            otel.Meter,
 	})
 	return &gateway{
 		settings: s, log: log, planner: planner, view: view, proxy: p,

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"math"
@@ -145,6 +146,8 @@ type requestLog struct {
 
 func (g *Gateway) logRequest(c *call) {
 	endRequestSpan(c)
+	total := g.opt.Now().Sub(c.start)
+	g.metrics.record(context.Background(), c, total.Seconds())
 	if g.opt.RequestLog == nil {
 		return
 	}
@@ -157,7 +160,7 @@ func (g *Gateway) logRequest(c *call) {
 		Str("method", l.method).Str("path", l.path).Int("status", int64(l.status)).Str("app", orNone(l.app)).
 		Str("deployment", l.logical).Bool("stream", l.stream).
 		Str("servedBy", orNone(l.servedBy)).Int("attempts", int64(len(l.attempts))).
-		Ms("durationMs", g.opt.Now().Sub(c.start))
+		Ms("durationMs", total)
 	if l.firstByte > 0 {
 		line.Ms("firstByteMs", l.firstByte)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/aoai-failover/gateway/handler/internal/route"
 	"github.com/aoai-failover/gateway/handler/internal/state"
 	"github.com/aoai-failover/gateway/handler/internal/telemetry"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 )
@@ -68,7 +69,9 @@ type Options struct {
 	RequestLog RequestLog
 	// Tracer makes a span per request and one per attempt; nil traces nothing.
 	Tracer trace.Tracer
-	Now    func() time.Time
+	// Meter records the GenAI and failover metrics; nil records none.
+	Meter metric.Meter
+	Now   func() time.Time
 }
 
 // RequestLog takes finished request lines.
@@ -78,7 +81,8 @@ type RequestLog interface {
 
 // Gateway serves the Azure OpenAI routes.
 type Gateway struct {
-	opt Options
+	opt     Options
+	metrics *instruments
 }
 
 // New returns a Gateway.
@@ -92,7 +96,7 @@ func New(opt Options) *Gateway {
 	if opt.Tracer == nil {
 		opt.Tracer = noop.NewTracerProvider().Tracer("gateway")
 	}
-	return &Gateway{opt: opt}
+	return &Gateway{opt: opt, metrics: newInstruments(opt.Meter)}
 }
 
 // call is one caller request, read and understood.

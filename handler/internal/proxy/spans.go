@@ -30,7 +30,7 @@ func endRequestSpan(c *call) {
 	op := operationName(l.path)
 	c.span.SetName(op + " " + l.logical)
 	attrs := []attribute.KeyValue{
-		attribute.String("gen_ai.system", "az.ai.openai"),
+		attribute.String("gen_ai.provider.name", providerName),
 		attribute.String("gen_ai.operation.name", op),
 		attribute.String("gen_ai.request.model", l.logical),
 		attribute.Int("http.response.status_code", l.status),

@@ -1,0 +1,72 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// OTel is the process's OpenTelemetry: a tracer, a meter (nil when metrics are off) and the
+// function that flushes and stops both.
+type OTel struct {
+	Tracer   trace.Tracer
+	Meter    metric.Meter
+	Shutdown func(context.Context) error
+}
+
+// OpenTelemetry sets up traces and metrics from the standard settings. With
+// OTEL_EXPORTER_OTLP_ENDPOINT (or the signal's own _TRACES_/_METRICS_ENDPOINT) set, spans are
+// batched and metrics read periodically (OTEL_METRIC_EXPORT_INTERVAL, default 60 s) and both
+// exported over OTLP/HTTP, configured by the standard OTEL_* settings; without, nothing is
+// recorded and nothing is paid for.
+func OpenTelemetry(ctx context.Context, getenv func(string) string, instance string) (OTel, error) {
+	o := OTel{Tracer: noop.NewTracerProvider().Tracer("gateway"), Shutdown: func(context.Context) error { return nil }}
+	all := getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
+	traces := all || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+	metrics := all || getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != ""
+	if !traces && !metrics {
+		return o, nil
+	}
+	name := getenv("OTEL_SERVICE_NAME")
+	if name == "" {
+		name = "aoai-gateway"
+	}
+	res := resource.NewSchemaless(attribute.String("service.name", name), attribute.String("service.instance.id", instance))
+	var stops []func(context.Context) error
+	if traces {
+		exp, err := otlptracehttp.New(ctx)
+		if err != nil {
+			return o, fmt.Errorf("OTLP trace exporter: %w", err)
+		}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		o.Tracer = tp.Tracer("github.com/aoai-failover/gateway")
+		stops = append(stops, tp.Shutdown)
+	}
+	if metrics {
+		exp, err := otlpmetrichttp.New(ctx)
+		if err != nil {
+			return o, fmt.Errorf("OTLP metric exporter: %w", err)
+		}
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)), sdkmetric.WithResource(res))
+		o.Meter = mp.Meter("github.com/aoai-failover/gateway")
+		stops = append(stops, mp.Shutdown)
+	}
+	o.Shutdown = func(ctx context.Context) error {
+		var errs []error
+		for _, stop := range stops {
+			errs = append(errs, stop(ctx))
+		}
+		return errors.Join(errs...)
+	}
+	return o, nil
+}
