@@ -51,13 +51,28 @@ func New(connect time.Duration) *Transport {
 type conn struct {
 	nc        net.Conn
 	br        *bufio.Reader
-	bw        *bufio.Writer
 	key       string
 	idleSince time.Time
 	reused    bool
 }
 
 var errClosed = errors.New("upstream: response body closed")
+
+// writers buffer a request while it is written: a connection spends nearly all its life reading
+// a response (a stream can last minutes), so it keeps no write buffer of its own.
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+
+func writeRequest(nc net.Conn, req *http.Request) error {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(nc)
+	err := req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writers.Put(bw)
+	return err
+}
 
 // RoundTrip sends req and returns the response. The body must be read to the end or closed;
 // reading it to the end gives the connection back for reuse.
@@ -112,10 +127,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		}
 		return nil, c.reused, err
 	}
-	if err := req.Write(c.bw); err != nil {
-		return fail(err)
-	}
-	if err := c.bw.Flush(); err != nil {
+	if err := writeRequest(c.nc, req); err != nil {
 		return fail(err)
 	}
 	if _, err := c.br.Peek(1); err != nil {
@@ -244,7 +256,7 @@ func (t *Transport) dial(ctx context.Context, key, addr, tlsHost string) (*conn,
 		}
 		nc = tc
 	}
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10), key: key}, nil
+	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), key: key}, nil
 }
 
 func (t *Transport) put(c *conn) {
