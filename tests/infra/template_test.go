@@ -28,6 +28,9 @@ var hostSettings = map[string]string{
 	"APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "the host authenticates to Application Insights with the app's identity",
 }
 
+// Settings the Functions host reads and the handler reads too are fine; settings that no one reads
+// are the mistakes this catches (a misspelt name silently does nothing).
+
 // Role definition ids (built-in roles, the same in every tenant).
 const (
 	roleKeyVaultSecretsUser       = "4633458b-17de-408a-b874-0445c86b69e6"
@@ -361,8 +364,8 @@ func TestDeploymentsAgreeWithTheHandler(t *testing.T) {
 					}
 				}
 				for _, name := range []string{"GATEWAY_CONFIG", "GATEWAY_STATE_STORAGE__tableServiceUri", "GATEWAY_FRONTDOOR_ID"} {
-					if !read[name] {
-						t.Errorf("%s: %s not set (or not read)", site.Name, name)
+					if settings[name] == "" {
+						t.Errorf("%s: %s is not set", site.Name, name)
 					}
 				}
 				if settings["GATEWAY_FRONTDOOR_ID"] != frontDoorID {
@@ -396,8 +399,8 @@ func TestDeploymentsAreLockedDown(t *testing.T) {
 				if p["httpsOnly"] != true {
 					t.Errorf("%s: not HTTPS only", site.Name)
 				}
-				if cfg["minTlsVersion"] != "1.2" || cfg["ftpsState"] != "Disabled" {
-					t.Errorf("%s: minTlsVersion %v, ftpsState %v", site.Name, cfg["minTlsVersion"], cfg["ftpsState"])
+				if cfg["minTlsVersion"] != "1.2" || cfg["scmMinTlsVersion"] != "1.2" {
+					t.Errorf("%s: minTlsVersion %v, scmMinTlsVersion %v", site.Name, cfg["minTlsVersion"], cfg["scmMinTlsVersion"])
 				}
 				if !policies[site.Name+"/ftp"] || !policies[site.Name+"/scm"] {
 					t.Errorf("%s: FTP and SCM basic credentials must both be turned off", site.Name)
@@ -413,6 +416,17 @@ func TestDeploymentsAreLockedDown(t *testing.T) {
 				ids, _ := rule["headers"].(map[string]any)["x-azure-fdid"].([]any)
 				if rule["tag"] != "ServiceTag" || rule["ipAddress"] != "AzureFrontDoor.Backend" || rule["action"] != "Allow" || len(ids) != 1 || ids[0] != frontDoorID {
 					t.Errorf("%s: the access rule is not 'AzureFrontDoor.Backend with this profile's x-azure-fdid': %v", site.Name, rule)
+				}
+				// Flex Consumption refuses these siteConfig properties outright (ARM error 51021),
+				// as seen in microsoft/azure-pipelines-tasks#21032 and
+				// Azure/terraform-azurerm-avm-res-web-site#283/#345: FTP is turned off by the
+				// basic publishing credentials policy instead.
+				for _, refused := range []string{"ftpsState", "use32BitWorkerProcess", "netFrameworkVersion", "functionsRuntimeScaleMonitoringEnabled", "linuxFxVersion", "windowsFxVersion", "alwaysOn", "preWarmedInstanceCount"} {
+					for k := range cfg {
+						if strings.EqualFold(k, refused) {
+							t.Errorf("%s: siteConfig.%s is refused on Flex Consumption", site.Name, k)
+						}
+					}
 				}
 				rt := p["functionAppConfig"].(map[string]any)["runtime"].(map[string]any)
 				if rt["name"] != "custom" || rt["version"] != "1.0" {

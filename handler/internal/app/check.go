@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/aoai-failover/gateway/handler/internal/config"
+	"github.com/aoai-failover/gateway/handler/internal/telemetry"
 )
 
 // CheckReport is what `handler -check` prints: whether the settings would start the gateway,
@@ -18,7 +19,7 @@ type CheckReport struct {
 	Deployments []string `json:"deployments,omitempty"`
 	// HealthPath is the path for a load balancer's health probe.
 	HealthPath string `json:"healthPath"`
-	// Read names every setting the gateway looked up that had a value.
+	// Read names every setting the gateway looks up with these settings (set or not).
 	Read []string `json:"read"`
 }
 
@@ -27,14 +28,12 @@ type CheckReport struct {
 func Check(getenv func(string) string, w io.Writer) error {
 	read := map[string]bool{}
 	recording := func(name string) string {
-		v := getenv(name)
-		if v != "" {
-			read[name] = true
-		}
-		return v
+		read[name] = true
+		return getenv(name)
 	}
 	report := CheckReport{HealthPath: HealthPath}
 	settings, err := config.Load(recording)
+	telemetry.Signals(recording)
 	switch probs := err.(type) {
 	case nil:
 		report.OK = true

@@ -16,6 +16,19 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
+// Signals reads which signals the standard OTEL_* settings ask for, and the service name. The
+// exporters read the rest of the OTEL_EXPORTER_OTLP_* settings themselves.
+func Signals(getenv func(string) string) (traces, metrics bool, service string) {
+	all := getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
+	traces = getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" || all
+	metrics = getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != "" || all
+	service = getenv("OTEL_SERVICE_NAME")
+	if service == "" {
+		service = "aoai-gateway"
+	}
+	return traces, metrics, service
+}
+
 // OTel is the process's OpenTelemetry: a tracer, a meter (nil when metrics are off) and the
 // function that flushes and stops both.
 type OTel struct {
@@ -31,15 +44,9 @@ type OTel struct {
 // recorded and nothing is paid for.
 func OpenTelemetry(ctx context.Context, getenv func(string) string, instance string) (OTel, error) {
 	o := OTel{Tracer: noop.NewTracerProvider().Tracer("gateway"), Shutdown: func(context.Context) error { return nil }}
-	all := getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
-	traces := all || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
-	metrics := all || getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != ""
+	traces, metrics, name := Signals(getenv)
 	if !traces && !metrics {
 		return o, nil
-	}
-	name := getenv("OTEL_SERVICE_NAME")
-	if name == "" {
-		name = "aoai-gateway"
 	}
 	res := resource.NewSchemaless(attribute.String("service.name", name), attribute.String("service.instance.id", instance))
 	var stops []func(context.Context) error
