@@ -26,7 +26,7 @@ type vaultSetup struct {
 	secrets  []string
 }
 
-func newVaultSetup(t *testing.T) *vaultSetup {
+func newVaultSetup(t testing.TB) *vaultSetup {
 	ca := fakeazure.NewCA(t)
 	v := &vaultSetup{kv: fakeazure.NewKeyVault(t, ca), id: fakeazure.NewIdentity(t)}
 	v.swc = startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "m"}})

@@ -152,7 +152,7 @@ func TestThrottledPrimaryFailsOverAndIsSkipped(t *testing.T) {
 	// One JSON line per request names who served it and every attempt; the failover's line
 	// says the primary was throttled. Request lines are flushed within 100 ms.
 	time.Sleep(300 * time.Millisecond)
-	var sawFailover bool
+	var sawFailover, sawSkip bool
 	for _, line := range strings.Split(gw.stdout.String(), "\n") {
 		var rec struct {
 			Msg      string `json:"msg"`
@@ -162,6 +162,10 @@ func TestThrottledPrimaryFailsOverAndIsSkipped(t *testing.T) {
 				Target, Outcome string
 				Status          int
 			} `json:"tried"`
+			Skipped []struct {
+				Target, Why string
+				ForMs       float64
+			} `json:"skipped"`
 			Usage struct{ Total int } `json:"usage"`
 		}
 		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "request" {
@@ -173,9 +177,12 @@ func TestThrottledPrimaryFailsOverAndIsSkipped(t *testing.T) {
 		if rec.Attempts == 2 && len(rec.Tried) == 2 && rec.Tried[0].Outcome == "throttled" && rec.Tried[0].Status == 429 && rec.Tried[1].Outcome == "served" {
 			sawFailover = true
 		}
+		if rec.Attempts == 1 && len(rec.Skipped) == 1 && rec.Skipped[0].Target == "swc/micro" && rec.Skipped[0].Why == "throttled" && rec.Skipped[0].ForMs > 0 {
+			sawSkip = true
+		}
 	}
-	if !sawFailover {
-		t.Errorf("no request line records the failover:\n%s", gw.stdout.String())
+	if !sawFailover || !sawSkip {
+		t.Errorf("no request line records the failover (%v), or the primary skipped afterwards (%v):\n%s", sawFailover, sawSkip, gw.stdout.String())
 	}
 
 	// /status shows the primary throttled with its deadline.

@@ -82,7 +82,7 @@ type gatewayProc struct {
 // startGateway starts the binary as the Functions host does and waits for GET / to answer.
 // At cleanup it sends SIGTERM and fails the test if the process does not exit 0, or if its
 // output holds a panic or any of the secrets.
-func startGateway(t *testing.T, env map[string]string, secrets ...string) *gatewayProc {
+func startGateway(t testing.TB, env map[string]string, secrets ...string) *gatewayProc {
 	t.Helper()
 	port := freePort(t)
 	cmd := exec.Command(handlerBin)
@@ -122,7 +122,7 @@ func startGateway(t *testing.T, env map[string]string, secrets ...string) *gatew
 	}
 }
 
-func (p *gatewayProc) stop(t *testing.T) {
+func (p *gatewayProc) stop(t testing.TB) {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -142,7 +142,7 @@ func (p *gatewayProc) stop(t *testing.T) {
 	}
 }
 
-func checkOutput(t *testing.T, p *gatewayProc, secrets []string) {
+func checkOutput(t testing.TB, p *gatewayProc, secrets []string) {
 	t.Helper()
 	out := p.stdout.String() + p.stderr.String()
 	if strings.Contains(out, "panic") {
@@ -160,7 +160,7 @@ func checkOutput(t *testing.T, p *gatewayProc, secrets []string) {
 	}
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -178,7 +178,7 @@ type region struct {
 	Key string
 }
 
-func startRegion(t *testing.T, name string, deployments map[string]aoaisim.Deployment) *region {
+func startRegion(t testing.TB, name string, deployments map[string]aoaisim.Deployment) *region {
 	t.Helper()
 	key := "sim-key-" + name + "-5f1e2d"
 	sim, srv, err := aoaisim.Start(aoaisim.Config{APIKey: key, Region: name, Deployments: deployments})
@@ -232,7 +232,7 @@ func (d *routingDoc) secrets(regions map[string]*region) []string {
 }
 
 // chat sends one chat completion through the gateway.
-func chat(t *testing.T, url, logical, body string, hdr ...string) (*http.Response, string) {
+func chat(t testing.TB, url, logical, body string, hdr ...string) (*http.Response, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

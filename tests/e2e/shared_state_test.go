@@ -25,7 +25,7 @@ type statusDoc struct {
 	} `json:"deployments"`
 }
 
-func getStatus(t *testing.T, url string) statusDoc {
+func getStatus(t testing.TB, url string) statusDoc {
 	t.Helper()
 	resp, err := http.Get(url + "/status")
 	if err != nil {
@@ -39,7 +39,7 @@ func getStatus(t *testing.T, url string) statusDoc {
 	return s
 }
 
-func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {

@@ -138,6 +138,7 @@ type requestLog struct {
 	servedBy     string
 	upstreamID   string
 	attempts     []*attempt
+	skipped      []route.Skipped // targets not tried: known throttled or failing
 	firstByte    time.Duration
 	firstToken   time.Duration
 	usage        *Usage
@@ -184,6 +185,18 @@ func (g *Gateway) logRequest(c *call) {
 				line.Str("reason", a.reason)
 			}
 			line.Close('}')
+		}
+		line.Close(']')
+	}
+	if len(l.skipped) > 0 {
+		line.Open("skipped", '[')
+		now := g.opt.Now()
+		for _, sk := range l.skipped {
+			why := "failing"
+			if sk.Throttled {
+				why = "throttled"
+			}
+			line.Elem().Str("target", sk.Target.ID).Str("why", why).Ms("forMs", sk.Until.Sub(now)).Close('}')
 		}
 		line.Close(']')
 	}

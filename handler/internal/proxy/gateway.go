@@ -337,12 +337,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 	// The request's own deadline is a timer on each attempt rather than a context of its own:
 	// one allocation and one cancellation hook fewer per request.
 	deadline := c.start.Add(g.opt.Timeouts.Request.D())
-	skipped := plan.Skipped
+	c.log.skipped = plan.Skipped
 	var tried []*attempt
 	for _, t := range plan.Candidates {
 		if !g.opt.State.Acquire(t.ID, g.opt.Now()) {
 			// Another request holds the one probe of this half-open target.
-			skipped = append(skipped, route.Skipped{Target: t, Until: g.opt.Now().Add(time.Second)})
+			c.log.skipped = append(c.log.skipped, route.Skipped{Target: t, Until: g.opt.Now().Add(time.Second)})
 			continue
 		}
 		a := g.try(r.Context(), deadline, c, t)
@@ -364,7 +364,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 		c.log.status = 499 // the caller is gone; nothing can be written
 		return
 	}
-	g.writeAllFailed(w, c, tried, skipped)
+	g.writeAllFailed(w, c, tried, c.log.skipped)
 }
 
 // try sends the request to one target and reads up to the commit point.
