@@ -72,8 +72,25 @@ func newTestView(c *clock, store Store) *View {
 	return NewView(Options{
 		Targets: []string{"a/x", "b/y"}, Store: store, Instance: "test",
 		CircuitFailures: 3, CircuitCooldown: 10 * time.Second, Misconfigured: 30 * time.Second,
-		ProbeTimeout: time.Minute, Now: c.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		CooldownJitter: func(d time.Duration) time.Duration { return d }, // exact times below
+		ProbeTimeout:   time.Minute, Now: c.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
+}
+
+func TestCooldownJitter(t *testing.T) {
+	v := NewView(Options{Targets: []string{"a/x"}, Store: NewMemoryStore(), CircuitFailures: 1, CircuitCooldown: 10 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	seen := map[time.Duration]bool{}
+	for i := 0; i < 200; i++ {
+		d := v.opt.CooldownJitter(10 * time.Second)
+		if d < 10*time.Second || d > 12500*time.Millisecond {
+			t.Fatalf("cool-down %v outside [10s, 12.5s]", d)
+		}
+		seen[d.Round(100*time.Millisecond)] = true
+	}
+	if len(seen) < 10 {
+		t.Errorf("cool-downs barely vary: %v", seen)
+	}
 }
 
 func TestThrottle(t *testing.T) {

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -50,10 +51,15 @@ type Options struct {
 	Shared          bool          // whether Store reaches other instances (for /status)
 	Instance        string        // this instance's name, written with its marks
 	CircuitFailures int           // consecutive failures that open the circuit
-	CircuitCooldown time.Duration // how long an open circuit skips the target
-	Misconfigured   time.Duration // how long a 401/403/404 target is skipped
-	ProbeTimeout    time.Duration // how long one probe may hold a half-open target
-	SyncInterval    time.Duration // how often the store is read
+	CircuitCooldown time.Duration // how long an open circuit skips the target, at least
+	// CooldownJitter lengthens each cool-down a little, differently on each instance, so that a
+	// fleet whose circuits opened together does not probe together: the first instance's probe
+	// result reaches the others through the store before their own cool-downs end. Nil: a random
+	// 0 to 25% more.
+	CooldownJitter func(time.Duration) time.Duration
+	Misconfigured  time.Duration // how long a 401/403/404 target is skipped
+	ProbeTimeout   time.Duration // how long one probe may hold a half-open target
+	SyncInterval   time.Duration // how often the store is read
 	// MaxAhead: a mark read from the store that reaches further into the future is ignored, so
 	// that one instance with a wrong clock (or a bug) cannot keep a target out at all.
 	MaxAhead time.Duration
@@ -102,6 +108,9 @@ func NewView(opt Options) *View {
 	}
 	if opt.SyncInterval <= 0 {
 		opt.SyncInterval = time.Second
+	}
+	if opt.CooldownJitter == nil {
+		opt.CooldownJitter = func(d time.Duration) time.Duration { return d + rand.N(d/4+1) }
 	}
 	v := &View{opt: opt, targets: map[string]*target{}, pending: map[string]Mark{}, kick: make(chan struct{}, 1)}
 	for _, id := range opt.Targets {
@@ -218,7 +227,7 @@ func (v *View) Record(id string, o Outcome) {
 		wasProbe := t.halfOpen(now)
 		if wasProbe || t.failures >= v.opt.CircuitFailures {
 			t.failures = 0
-			t.failingUntil = later(t.failingUntil, now.Add(v.opt.CircuitCooldown))
+			t.failingUntil = later(t.failingUntil, now.Add(v.opt.CooldownJitter(v.opt.CircuitCooldown)))
 			share = &Mark{FailingUntil: t.failingUntil}
 			v.opt.Logger.Warn("circuit opened", "target", id, "until", t.failingUntil, "reason", o.Reason, "probe", wasProbe)
 		}
