@@ -35,7 +35,9 @@ func (c *tableCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // BenchmarkFleet runs 1, 2, 4 and 8 gateway processes against one Azurite, all sharing one
 // table, under the same total traffic (8 requests a second, round robin), in two scenarios: the
 // primary's tokens-per-minute quota runs out early in the run ("quota"), or the primary fails
-// every request with 503 ("outage"). It reports, per fleet size, with shared and with
+// every request with 503 ("outage", with a 4 s circuit cool-down, so that open circuits are
+// probed again during the run: with shared state one instance's failed probe keeps the circuit
+// open for all). It reports, per fleet size, with shared and with
 // per-instance state: the table transactions per instance per minute (reads: the partition
 // refresh; writes: marks), how many requests the primary answered 429 or 503 (with shared state,
 // an instance that learned from the table pays none), and how long after the primary's first
@@ -50,23 +52,24 @@ func BenchmarkFleet(b *testing.B) {
 	const totalRate = 8 // requests a second across the fleet
 	fmt.Printf("%-8s %-9s %-10s %14s %15s %14s %22s\n", "scenario", "instances", "state", "reads/inst/min", "writes/inst/min", "primary 429/5xx", "all instances know in")
 	scenarios := []struct {
-		name    string
-		primary aoaisim.Deployment
-		hits    func(aoaisim.Stats) int
+		name     string
+		primary  aoaisim.Deployment
+		cooldown string
+		hits     func(aoaisim.Stats) int
 	}{
-		{"quota", aoaisim.Deployment{Model: "m", TPM: 1000, RPM: 6000}, func(s aoaisim.Stats) int { return s.Throttled }},
-		{"outage", aoaisim.Deployment{Model: "m", Fault: "503"}, func(s aoaisim.Stats) int { return s.Faulted }},
+		{"quota", aoaisim.Deployment{Model: "m", TPM: 1000, RPM: 6000}, "60s", func(s aoaisim.Stats) int { return s.Throttled }},
+		{"outage", aoaisim.Deployment{Model: "m", Fault: "503"}, "4s", func(s aoaisim.Stats) int { return s.Faulted }},
 	}
 	for _, sc := range scenarios {
 		for _, n := range []int{1, 2, 4, 8} {
 			for _, shared := range []bool{true, false} {
-				fleetRun(b, az, target, sc.name, sc.primary, sc.hits, n, shared, runFor, totalRate, perRequest)
+				fleetRun(b, az, target, sc.name, sc.primary, sc.cooldown, sc.hits, n, shared, runFor, totalRate, perRequest)
 			}
 		}
 	}
 }
 
-func fleetRun(b *testing.B, az *azurite.Table, target *url.URL, scenario string, primary aoaisim.Deployment, hits func(aoaisim.Stats) int, n int, shared bool, runFor time.Duration, totalRate int, perRequest string) {
+func fleetRun(b *testing.B, az *azurite.Table, target *url.URL, scenario string, primary aoaisim.Deployment, cooldown string, hits func(aoaisim.Stats) int, n int, shared bool, runFor time.Duration, totalRate int, perRequest string) {
 	{
 		{
 			counter := &tableCounter{proxy: httputil.NewSingleHostReverseProxy(target)}
@@ -76,7 +79,7 @@ func fleetRun(b *testing.B, az *azurite.Table, target *url.URL, scenario string,
 			regions := map[string]*region{"swc": swc, "frc": frc}
 			doc := newRouting().account("swc", swc).account("frc", frc).target("chat", "swc", "micro", 1).target("chat", "frc", "big", 2)
 			doc.Throttle = map[string]any{"routeByRemaining": false} // measure the 429s themselves
-			doc.Circuit = map[string]any{"cooldown": "60s"}          // no half-open probe within the run
+			doc.Circuit = map[string]any{"cooldown": cooldown}
 			env := doc.env(regions)
 			if shared {
 				env["GATEWAY_STATE_STORAGE"] = strings.Replace(az.ConnectionString, "127.0.0.1:"+az.Port, strings.TrimPrefix(front.URL, "http://"), 1)

@@ -242,9 +242,11 @@ func (g *Gateway) estimate(c *call) int64 {
 // readBody reads the whole request body so that it can be replayed to each target. It returns
 // a non-zero status with a message when the body is too large or cannot be read.
 func readBody(r *http.Request, max int64) ([]byte, int, string) {
-	tooLarge := fmt.Sprintf("the request body is larger than the gateway's limit of %d bytes", max)
+	tooLarge := func() string {
+		return "the request body is larger than the gateway's limit of " + strconv.FormatInt(max, 10) + " bytes"
+	}
 	if r.ContentLength > max {
-		return nil, http.StatusRequestEntityTooLarge, tooLarge
+		return nil, http.StatusRequestEntityTooLarge, tooLarge()
 	}
 	if r.Body == nil || r.ContentLength == 0 {
 		return nil, 0, ""
@@ -261,7 +263,7 @@ func readBody(r *http.Request, max int64) ([]byte, int, string) {
 	var buf bytes.Buffer
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
 	if n > max {
-		return nil, http.StatusRequestEntityTooLarge, tooLarge
+		return nil, http.StatusRequestEntityTooLarge, tooLarge()
 	}
 	if err != nil {
 		st, msg := bodyError(err)
@@ -370,7 +372,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 // try sends the request to one target and reads up to the commit point.
 func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t route.Target) *attempt {
 	a := &attempt{target: t, start: g.opt.Now()}
-	_, span := g.opt.Tracer.Start(trace.ContextWithSpan(callerCtx, c.span), "attempt "+t.ID, trace.WithSpanKind(trace.SpanKindClient))
+	span := trace.SpanFromContext(context.Background()) // a no-op unless the request is traced
+	if c.span.IsRecording() {
+		_, span = g.opt.Tracer.Start(trace.ContextWithSpan(callerCtx, c.span), "attempt "+t.ID, trace.WithSpanKind(trace.SpanKindClient))
+	}
 	defer func() {
 		a.dur = g.opt.Now().Sub(a.start)
 		endAttemptSpan(span, a)

@@ -572,8 +572,8 @@ func TestCircuit(t *testing.T) {
 	if n := len(b1.requests()); n != 2 {
 		t.Fatalf("primary called %d times; the circuit should open after 2 failures", n)
 	}
-	// Still down after the cool-down: exactly one probe, then open again.
-	time.Sleep(350 * time.Millisecond)
+	// Still down after the cool-down (300 ms plus up to 25%): exactly one probe, then open again.
+	time.Sleep(400 * time.Millisecond)
 	for i := 0; i < 3; i++ {
 		tg.post(t, chatPath, `{}`)
 	}
@@ -582,7 +582,7 @@ func TestCircuit(t *testing.T) {
 	}
 	// Recovered: the next probe succeeds and traffic returns.
 	fail.Store(false)
-	time.Sleep(350 * time.Millisecond)
+	time.Sleep(400 * time.Millisecond)
 	for i := 0; i < 3; i++ {
 		resp, _ := tg.post(t, chatPath, `{}`)
 		if resp.Header.Get("x-served-by") != "a1/d1" {

@@ -26,6 +26,10 @@ func operationName(path string) string {
 // endRequestSpan names the request's span "{operation} {logical deployment}" as the GenAI
 // conventions do, records what the request log records (never a body or credential), and ends it.
 func endRequestSpan(c *call) {
+	if !c.span.IsRecording() { // no tracing configured: build nothing
+		c.span.End()
+		return
+	}
 	l := c.log
 	op := operationName(l.path)
 	c.span.SetName(op + " " + l.logical)
@@ -54,6 +58,10 @@ func endRequestSpan(c *call) {
 
 // endAttemptSpan records one attempt's target and outcome and ends its span.
 func endAttemptSpan(span trace.Span, a *attempt) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	span.SetAttributes(
 		attribute.String("gateway.target", a.target.ID),
 		attribute.String("server.address", a.target.Endpoint),
