@@ -3,14 +3,17 @@ package main
 import (
 	"encoding/csv"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
-// median combines a point's rounds: the median of each figure (the mean of the middle two).
+// median combines a point's rounds: the median of each figure (the mean of the middle two),
+// except RSS, where it is the highest of the rounds (a peak), and the counts, which add up.
 func median(ps []point) point {
 	pick := func(f func(point) float64) float64 {
 		v := make([]float64, len(ps))
@@ -34,105 +37,219 @@ func median(ps []point) point {
 	for _, p := range ps {
 		m.count += p.count
 		m.errors += p.errors
+		m.rssMiB = max(m.rssMiB, p.rssMiB)
 	}
 	return m
 }
 
-func report(o options, order []string, results map[key2][]point, rssMiB float64) error {
+var modeName = map[bool]string{false: "plain", true: "stream"}
+
+var csvHeader = []string{"target", "stream", "concurrency", "rps", "p50_ms", "p99_ms", "added_p50_ms", "added_p99_ms",
+	"ttft_p50_ms", "added_ttft_ms", "cpu_s_per_1k", "rss_mib", "errors"}
+
+// row is one line of the CSV and the printed table; empty strings are figures that do not
+// apply (added figures for direct, the proxy's CPU and RSS for direct, TTFT for plain answers).
+func row(med map[key2]point, k key2) []string {
+	p := med[k]
+	f3 := func(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }
+	r := []string{k.target, strconv.FormatBool(k.stream), strconv.Itoa(k.conc), strconv.FormatFloat(p.rps, 'f', 1, 64),
+		f3(ms(p.p50)), f3(ms(p.p99)), "", "", "", "", "", "", strconv.Itoa(p.errors)}
+	direct, hasDirect := med[key2{"direct", k.stream, k.conc}]
+	if hasDirect && k.target != "direct" {
+		r[6], r[7] = f3(ms(p.p50-direct.p50)), f3(ms(p.p99-direct.p99))
+	}
+	if k.stream {
+		r[8] = f3(ms(p.ttfb50))
+		if hasDirect && k.target != "direct" {
+			r[9] = f3(ms(p.ttfb50 - direct.ttfb50))
+		}
+	}
+	if k.target != "direct" {
+		r[10], r[11] = f3(p.cpuPerK), strconv.FormatFloat(p.rssMiB, 'f', 1, 64)
+	}
+	return r
+}
+
+func report(o options, order []string, results map[key2][]point, hwm map[string]float64) error {
 	med := map[key2]point{}
 	for k, ps := range results {
 		med[k] = median(ps)
 	}
-	if err := os.MkdirAll(o.out, 0o755); err != nil {
-		return err
-	}
-	csvPath := filepath.Join(o.out, "bench-"+time.Now().UTC().Format("20060102-150405")+".csv")
-	f, err := os.Create(csvPath)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	cw := csv.NewWriter(f)
-	cw.Write([]string{"mode", "concurrency", "target", "req_per_s", "p50_ms", "p99_ms", "added_p50_ms", "ttfb_p50_ms", "cpu_s_per_1k", "errors"})
-
-	fmt.Println()
-	fmt.Println("| mode | c | target | req/s | p50 ms | p99 ms | added p50 ms | TTFB p50 ms | CPU s / 1k req | errors |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
-	totalErrors := 0
+	var keys []key2
 	for _, stream := range []bool{false, true} {
-		mode := map[bool]string{false: "plain", true: "stream"}[stream]
 		for _, c := range o.concurrency {
-			direct, hasDirect := med[key2{"direct", stream, c}]
 			for _, name := range order {
-				p, ok := med[key2{name, stream, c}]
-				if !ok {
-					continue
+				if _, ok := med[key2{name, stream, c}]; ok {
+					keys = append(keys, key2{name, stream, c})
 				}
-				totalErrors += p.errors
-				added, cpu := "", ""
-				if hasDirect && name != "direct" {
-					added = fmt.Sprintf("%.3f", ms(p.p50-direct.p50))
-				}
-				if name != "direct" {
-					cpu = fmt.Sprintf("%.3f", p.cpuPerK)
-				}
-				fmt.Printf("| %s | %d | %s | %.0f | %.3f | %.3f | %s | %.3f | %s | %d |\n",
-					mode, c, name, p.rps, ms(p.p50), ms(p.p99), added, ms(p.ttfb50), cpu, p.errors)
-				cw.Write([]string{mode, strconv.Itoa(c), name, fmt.Sprintf("%.1f", p.rps), fmt.Sprintf("%.3f", ms(p.p50)),
-					fmt.Sprintf("%.3f", ms(p.p99)), added, fmt.Sprintf("%.3f", ms(p.ttfb50)), cpu, strconv.Itoa(p.errors)})
 			}
 		}
 	}
-	cw.Flush()
-	fmt.Printf("\ngateway peak RSS: %.1f MiB\n", rssMiB)
 
-	ratios(med, o.concurrency)
-	fmt.Printf("\nCSV: %s\n", csvPath)
+	fmt.Println()
+	fmt.Println("| mode | c | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | TTFT p50 ms | added TTFT ms | CPU s / 1k req | peak RSS MiB | errors |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	totalErrors := 0
+	for _, k := range keys {
+		r := row(med, k)
+		totalErrors += med[k].errors
+		fmt.Printf("| %s | %s | %s | %.0f | %s |\n", modeName[k.stream], r[2], r[0], med[k].rps, strings.Join(r[4:], " | "))
+	}
+	fmt.Println("\nadded: minus direct's figure at the same point; TTFT: time to the first byte of the stream;")
+	fmt.Println("peak RSS: the highest VmRSS sampled every 100 ms while the point ran (process and children; the highest")
+	fmt.Println("of the rounds). Resident memory includes what a process kept from the points before (Go and node give")
+	fmt.Println("freed memory back to the system lazily), so read it at the highest concurrency.")
+	fmt.Println("\npeak RSS over the whole run (VmHWM, process and children):")
+	for _, name := range order {
+		if v, ok := hwm[name]; ok {
+			fmt.Printf("  %-8s %6.1f MiB\n", name, v)
+		}
+	}
+
+	ratios(med, order, o.concurrency)
+
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	stamp := time.Now().UTC().Format("20060102-150405")
+	csvPath := filepath.Join(o.out, "bench-"+stamp+".csv")
+	if err := writeCSV(csvPath, med, keys); err != nil {
+		return err
+	}
+	pngPath := filepath.Join(o.out, "bench-"+stamp+".png")
+	if err := chart(pngPath, med, order, o.concurrency, fmt.Sprintf("%s per point, %d round(s), %s", o.duration, o.rounds, time.Now().UTC().Format("2006-01-02"))); err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	copies := [][2]string{{csvPath, filepath.Join(o.out, "latest.csv")}, {pngPath, filepath.Join(o.out, "latest.png")}}
+	if o.publish && totalErrors == 0 {
+		copies = append(copies, [2]string{csvPath, filepath.Join(benchDir(), "results.csv")}, [2]string{pngPath, filepath.Join(benchDir(), "chart.png")})
+	}
+	for _, c := range copies {
+		if err := copyFile(c[0], c[1]); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("\nCSV: %s\nPNG: %s\n", csvPath, pngPath)
+	if o.publish {
+		if totalErrors == 0 {
+			fmt.Printf("published: %s, %s\n", filepath.Join(benchDir(), "chart.png"), filepath.Join(benchDir(), "results.csv"))
+		} else {
+			fmt.Println("not published: the run had errors")
+		}
+	}
 	if totalErrors > 0 {
 		return fmt.Errorf("%d requests failed during the run", totalErrors)
 	}
 	return nil
 }
 
-// ratios checks the gateway's targets against nginx measured in the same run.
-func ratios(med map[key2]point, conc []int) {
-	has := func(k key2) bool { _, ok := med[k]; return ok }
-	fmt.Println("\ntargets (gateway vs nginx, same run):")
-	check := func(label string, v, limit float64, atMost bool) {
-		ok := v >= limit
-		op := ">="
-		if atMost {
-			ok, op = v <= limit, "<="
-		}
-		verdict := "MISS"
-		if ok {
-			verdict = "PASS"
-		}
-		fmt.Printf("  %-58s %6.2f  (target %s %.1f)  %s\n", label, v, op, limit, verdict)
+func writeCSV(path string, med map[key2]point, keys []key2) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
 	}
-	for _, c := range conc {
-		g, n, d := key2{"gateway", false, c}, key2{"nginx", false, c}, key2{"direct", false, c}
-		if !has(g) || !has(n) {
-			continue
+	cw := csv.NewWriter(f)
+	cw.Write(csvHeader)
+	for _, k := range keys {
+		cw.Write(row(med, k))
+	}
+	cw.Flush()
+	if err := cw.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// ratios checks the gateway's targets against nginx and Portkey measured in the same run.
+func ratios(med map[key2]point, order []string, conc []int) {
+	has := func(k key2) bool { _, ok := med[k]; return ok }
+	fmt.Println("\ntargets (gateway vs nginx and portkey, same run):")
+	verdict := func(ok bool) string {
+		if ok {
+			return "PASS"
 		}
-		if c == 1 && has(d) {
-			ga, na := med[g].p50-med[d].p50, med[n].p50-med[d].p50
-			if na > 0 {
-				check(fmt.Sprintf("added p50 at c=1: gateway %.3f ms / nginx %.3f ms", ms(ga), ms(na)), float64(ga)/float64(na), 1.5, true)
+		return "MISS"
+	}
+	ratio := func(a, b float64) string {
+		if b <= 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f", a/b)
+	}
+	line := func(label, r, target string, ok bool) {
+		fmt.Printf("  %-72s %7s  (target %-7s)  %s\n", label, r, target, verdict(ok))
+	}
+	for _, stream := range []bool{false, true} {
+		for _, c := range conc {
+			g, d := key2{"gateway", stream, c}, key2{"direct", stream, c}
+			if !has(g) {
+				continue
+			}
+			mode := fmt.Sprintf("%-6s c=%-3d", modeName[stream], c)
+			ga := ms(med[g].p50 - med[d].p50)
+			for _, peer := range []struct {
+				name        string
+				added, rate float64 // added p50 at most added*ref (strictly below for 1.0); throughput at least rate*ref
+			}{{"portkey", 1.0, 2.0}, {"nginx", 1.5, 0.8}} {
+				k := key2{peer.name, stream, c}
+				if !has(k) {
+					continue
+				}
+				if has(d) {
+					pa := ms(med[k].p50 - med[d].p50)
+					ok := ga <= peer.added*pa
+					tgt := fmt.Sprintf("<= %.1f", peer.added)
+					if peer.added == 1 {
+						ok, tgt = ga < pa, "< 1.0"
+					}
+					line(fmt.Sprintf("%s added p50: gateway %.3f ms / %s %.3f ms", mode, ga, peer.name, pa), ratio(ga, pa), tgt, ok)
+				}
+				line(fmt.Sprintf("%s throughput: gateway %.0f / %s %.0f req/s", mode, med[g].rps, peer.name, med[k].rps),
+					ratio(med[g].rps, med[k].rps), fmt.Sprintf(">= %.1f", peer.rate), med[g].rps >= peer.rate*med[k].rps)
+			}
+			if gp := (key2{"goproxy", stream, c}); has(gp) {
+				fmt.Printf("  %-72s %7s  (for reference: a plain net/http proxy)\n",
+					fmt.Sprintf("%s throughput: gateway / goproxy", mode), ratio(med[g].rps, med[gp].rps))
 			}
 		}
-		if c > 1 {
-			check(fmt.Sprintf("throughput at c=%d: gateway / nginx", c), med[g].rps/med[n].rps, 0.8, false)
+	}
+	// Memory at the most concurrent streams measured (512 by default).
+	top := 0
+	for _, c := range conc {
+		if has(key2{"gateway", true, c}) {
+			top = max(top, c)
 		}
-		if c == 64 {
-			check("p99 at c=64: gateway / nginx", float64(med[g].p99)/float64(med[n].p99), 1.5, true)
+	}
+	if top > 0 {
+		rss := med[key2{"gateway", true, top}].rssMiB
+		mb := rss * (1 << 20) / 1e6
+		label := fmt.Sprintf("gateway peak RSS at %d concurrent streams: %.1f MiB = %.1f MB", top, rss, mb)
+		if top != 512 {
+			label += " (512 not measured)"
 		}
-		if gp := (key2{"goproxy", false, c}); has(gp) {
-			fmt.Printf("  %-58s %6.2f  (for reference: a plain net/http proxy)\n", fmt.Sprintf("throughput at c=%d: gateway / goproxy", c), med[g].rps/med[gp].rps)
-		}
-		gs, ns := key2{"gateway", true, c}, key2{"nginx", true, c}
-		if c > 1 && has(gs) && has(ns) {
-			check(fmt.Sprintf("streaming throughput at c=%d: gateway / nginx", c), med[gs].rps/med[ns].rps, 0.8, false)
+		line(label, fmt.Sprintf("%.1f", mb), "< 40 MB", mb < 40)
+		for _, name := range order {
+			if k := (key2{name, true, top}); name != "gateway" && name != "direct" && has(k) {
+				fmt.Printf("  %-72s %7.1f  (for reference)\n", fmt.Sprintf("%s peak RSS at %d concurrent streams, MiB", name, top), med[k].rssMiB)
+			}
 		}
 	}
 }
