@@ -54,7 +54,9 @@ func waitFor(t testing.TB, what string, limit time.Duration, cond func() bool) {
 // (Azurite); a 429 that one instance sees keeps the other away from the target too.
 func TestThrottleSharedAcrossInstances(t *testing.T) {
 	az := azurite.Start(t)
-	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "m", TPM: 1000}}) // 1 request per 10 s
+	// The quota holds one request of ~600 tokens a minute: the second is throttled for most of a
+	// minute (a request-rate limit would free it within its 10 s bucket, maybe before B looks).
+	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "m", TPM: 1000, RPM: 600}})
 	frc := startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "m", TPM: 40000}})
 	regions := map[string]*region{"swc": swc, "frc": frc}
 	doc := newRouting().account("swc", swc).account("frc", frc).target("chat", "swc", "micro", 1).target("chat", "frc", "big", 2)
@@ -68,7 +70,7 @@ func TestThrottleSharedAcrossInstances(t *testing.T) {
 	if s := getStatus(t, b.URL); s.Store.Kind != "table" || !s.Store.Shared {
 		t.Fatalf("store %+v", s.Store)
 	}
-	body := `{"messages":[{"role":"user","content":"hi"}],"max_tokens":10}`
+	body := `{"messages":[{"role":"user","content":"hi"}],"max_tokens":600}`
 	if resp, _ := chat(t, a.URL, "chat", body); resp.Header.Get("x-served-by") != "swc/micro" {
 		t.Fatalf("first request served by %s", resp.Header.Get("x-served-by"))
 	}

@@ -176,3 +176,33 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// After its first, full read a TableStore reads only what changed since, by the service's clock.
+func TestTableStoreReadsIncrementally(t *testing.T) {
+	az := azurite.Start(t)
+	svc, err := NewServiceClient(az.ConnectionString, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s := NewTableStore(svc, "incremental", "p")
+	s.overlap = 0
+	must(t, s.EnsureTable(ctx))
+	later := time.Now().Add(time.Hour)
+	must(t, s.Merge(ctx, Mark{Target: "a/x", ThrottledUntil: later, Updated: time.Now()}))
+	must(t, s.Merge(ctx, Mark{Target: "b/y", FailingUntil: later, Updated: time.Now()}))
+	if marks, err := s.List(ctx); err != nil || len(marks) != 2 {
+		t.Fatalf("first read: %v %v", marks, err)
+	}
+	time.Sleep(20 * time.Millisecond) // the next write gets a later service Timestamp
+	must(t, s.Merge(ctx, Mark{Target: "c/z", ThrottledUntil: later, Updated: time.Now()}))
+	marks, err := s.List(ctx)
+	if err != nil || len(marks) != 1 || marks[0].Target != "c/z" {
+		t.Fatalf("second read returned %+v (%v), want only the new mark", marks, err)
+	}
+	// Every minute (here: at once) everything is read again.
+	s.fullEach = 0
+	if marks, err := s.List(ctx); err != nil || len(marks) != 3 {
+		t.Fatalf("full read: %v %v", marks, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -17,15 +18,29 @@ import (
 // TableStore keeps marks in Azure Table Storage, one entity per target in one partition, so that
 // every instance of every region reads and writes the same deadlines. Writes merge by taking the
 // later deadline under an ETag condition, so no instance ever loses another's later mark.
+//
+// Reads are incremental: after a full read, List asks only for the entities the service changed
+// since the newest change it has seen (by the service's own Timestamp, so no instance's clock is
+// involved), reading everything again every minute and after any error. An instance's refresh
+// then reads a handful of entities at most, whatever the number of targets, so one partition
+// keeps up with as many instances as its transaction rate allows.
 type TableStore struct {
 	client    *aztables.Client
 	partition string
+
+	mu     sync.Mutex
+	since  time.Time // the newest Timestamp read; zero: read everything next
+	fullAt time.Time // when everything was last read
+	// overlap re-reads changes this much older than the newest seen: the service's Timestamps
+	// come from more than one clock, so a write can land with a slightly earlier one.
+	overlap  time.Duration
+	fullEach time.Duration
 }
 
 // NewTableStore uses table (created when missing) and partition of the service. Several gateways
 // can share one table with different partitions.
 func NewTableStore(svc *aztables.ServiceClient, table, partition string) *TableStore {
-	return &TableStore{client: svc.NewClient(table), partition: partition}
+	return &TableStore{client: svc.NewClient(table), partition: partition, overlap: 5 * time.Second, fullEach: time.Minute}
 }
 
 // EnsureTable creates the table if it does not exist.
@@ -52,6 +67,7 @@ type entity struct {
 	Reason         string
 	Instance       string
 	Updated        string
+	Timestamp      time.Time `json:",omitzero"` // set by the service on every write; never sent
 }
 
 func toEntity(partition string, m Mark) entity {
@@ -142,29 +158,57 @@ func backoff(ctx context.Context, attempt int) {
 	}
 }
 
-// List returns every mark of the partition in one query.
+// List returns the partition's marks in one query: all of them on the first call, every minute
+// and after an error; in between, those changed since the previous call (the caller keeps and
+// merges what it read before).
 func (s *TableStore) List(ctx context.Context) ([]Mark, error) {
+	s.mu.Lock()
+	since := s.since
+	full := since.IsZero() || time.Since(s.fullAt) >= s.fullEach
+	s.mu.Unlock()
 	filter := "PartitionKey eq '" + strings.ReplaceAll(s.partition, "'", "''") + "'"
+	if !full {
+		filter += " and Timestamp gt datetime'" + since.Add(-s.overlap).UTC().Format("2006-01-02T15:04:05.0000000Z") + "'"
+	}
+	marks, newest, err := s.list(ctx, filter)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err != nil:
+		s.since = time.Time{}
+	case full:
+		s.since, s.fullAt = newest, time.Now()
+	case newest.After(s.since):
+		s.since = newest
+	}
+	return marks, err
+}
+
+func (s *TableStore) list(ctx context.Context, filter string) ([]Mark, time.Time, error) {
 	pager := s.client.NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
 	var out []Mark
+	var newest time.Time
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if hasCode(err, http.StatusNotFound, "TableNotFound") {
 			// Deleted under us, or never created because the table was unreachable at start:
 			// nothing is marked, and the table is there for the next write.
-			return nil, s.EnsureTable(ctx)
+			return nil, time.Time{}, s.EnsureTable(ctx)
 		}
 		if err != nil {
-			return nil, wrap("list entities", err)
+			return nil, time.Time{}, wrap("list entities", err)
 		}
 		for _, raw := range page.Entities {
 			var e entity
 			if json.Unmarshal(raw, &e) == nil && e.Target != "" {
 				out = append(out, e.mark())
+				if e.Timestamp.After(newest) {
+					newest = e.Timestamp
+				}
 			}
 		}
 	}
-	return out, nil
+	return out, newest, nil
 }
 
 func hasCode(err error, status int, code string) bool {
