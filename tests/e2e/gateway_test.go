@@ -101,10 +101,12 @@ func TestBadConfigurationStopsWithOneMessage(t *testing.T) {
 	}
 }
 
-// twoRegions: a primary "micro" with 1,000 TPM and a 40,000 TPM secondary.
+// twoRegions: a primary "micro" with 1,000 TPM and a 40,000 TPM secondary. The primary's token
+// quota (a rolling minute: about nine smallChat requests) is what runs out, not its request
+// rate, whose fixed 10 s buckets could free it again in the middle of a test.
 func twoRegions(t *testing.T) (*gatewayProc, *region, *region) {
 	t.Helper()
-	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "gpt-4o-mini", TPM: 1000}})
+	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "gpt-4o-mini", TPM: 1000, RPM: 6000}})
 	frc := startRegion(t, "frc", map[string]aoaisim.Deployment{"big": {Model: "gpt-4o-mini", TPM: 40000}})
 	regions := map[string]*region{"swc": swc, "frc": frc}
 	doc := newRouting().account("swc", swc).account("frc", frc).
