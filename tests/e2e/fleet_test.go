@@ -33,8 +33,10 @@ func (c *tableCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // BenchmarkFleet runs 1, 2, 4 and 8 gateway processes against one Azurite, all sharing one
-// table, under the same total traffic (8 requests a second, round robin), in two scenarios: the
-// primary's tokens-per-minute quota runs out early in the run ("quota"), or the primary fails
+// table, under the same total traffic (8 requests a second, round robin), in three scenarios: the
+// primary's tokens-per-minute quota runs out early in the run ("quota"); the same, but for the
+// first 3 s all traffic goes to one instance, as when the others have just started or been idle
+// ("scaleout"); or the primary fails
 // every request with 503 ("outage", with a 4 s circuit cool-down, so that open circuits are
 // probed again during the run: with shared state one instance's failed probe keeps the circuit
 // open for all). It reports, per fleet size, with shared and with
@@ -51,25 +53,28 @@ func BenchmarkFleet(b *testing.B) {
 	const runFor = 12 * time.Second
 	const totalRate = 8 // requests a second across the fleet
 	fmt.Printf("%-8s %-9s %-10s %14s %15s %14s %22s\n", "scenario", "instances", "state", "reads/inst/min", "writes/inst/min", "primary 429/5xx", "all instances know in")
+	throttled := func(s aoaisim.Stats) int { return s.Throttled }
 	scenarios := []struct {
 		name     string
 		primary  aoaisim.Deployment
 		cooldown string
+		hotFor   time.Duration // all traffic to the first instance for this long, then spread
 		hits     func(aoaisim.Stats) int
 	}{
-		{"quota", aoaisim.Deployment{Model: "m", TPM: 1000, RPM: 6000}, "60s", func(s aoaisim.Stats) int { return s.Throttled }},
-		{"outage", aoaisim.Deployment{Model: "m", Fault: "503"}, "4s", func(s aoaisim.Stats) int { return s.Faulted }},
+		{"quota", aoaisim.Deployment{Model: "m", TPM: 1000, RPM: 6000}, "60s", 0, throttled},
+		{"scaleout", aoaisim.Deployment{Model: "m", TPM: 1000, RPM: 6000}, "60s", 3 * time.Second, throttled},
+		{"outage", aoaisim.Deployment{Model: "m", Fault: "503"}, "4s", 0, func(s aoaisim.Stats) int { return s.Faulted }},
 	}
 	for _, sc := range scenarios {
 		for _, n := range []int{1, 2, 4, 8} {
 			for _, shared := range []bool{true, false} {
-				fleetRun(b, az, target, sc.name, sc.primary, sc.cooldown, sc.hits, n, shared, runFor, totalRate, perRequest)
+				fleetRun(b, az, target, sc.name, sc.primary, sc.cooldown, sc.hotFor, sc.hits, n, shared, runFor, totalRate, perRequest)
 			}
 		}
 	}
 }
 
-func fleetRun(b *testing.B, az *azurite.Table, target *url.URL, scenario string, primary aoaisim.Deployment, cooldown string, hits func(aoaisim.Stats) int, n int, shared bool, runFor time.Duration, totalRate int, perRequest string) {
+func fleetRun(b *testing.B, az *azurite.Table, target *url.URL, scenario string, primary aoaisim.Deployment, cooldown string, hotFor time.Duration, hits func(aoaisim.Stats) int, n int, shared bool, runFor time.Duration, totalRate int, perRequest string) {
 	{
 		{
 			counter := &tableCounter{proxy: httputil.NewSingleHostReverseProxy(target)}
@@ -97,6 +102,7 @@ func fleetRun(b *testing.B, az *azurite.Table, target *url.URL, scenario string,
 			var wg sync.WaitGroup
 			stop := make(chan struct{})
 			tick := time.NewTicker(time.Second / time.Duration(totalRate))
+			begin := time.Now()
 			go func() {
 				defer tick.Stop()
 				i := 0
@@ -106,6 +112,9 @@ func fleetRun(b *testing.B, az *azurite.Table, target *url.URL, scenario string,
 						return
 					case <-tick.C:
 						gw := gws[i%n]
+						if time.Since(begin) < hotFor {
+							gw = gws[0] // the others are idle, as new instances are
+						}
 						i++
 						wg.Add(1)
 						go func() {
