@@ -43,7 +43,8 @@ func (c *tableCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // per-instance state: the table transactions per instance per minute (reads: the partition
 // refresh; writes: marks), how many requests the primary answered 429 or 503 (with shared state,
 // an instance that learned from the table pays none), and how long after the primary's first
-// 429 or 503 every instance's /status showed it unavailable.
+// 429 or 503 every instance's /status showed it unavailable. A last run ("outage10", 8 instances,
+// 40 s) keeps the default 10 s cool-down, whose jitter spreads the instances' probes.
 //
 //	go test -run '^$' -bench Fleet -benchtime 1x ./tests/e2e
 func BenchmarkFleet(b *testing.B) {
@@ -54,21 +55,27 @@ func BenchmarkFleet(b *testing.B) {
 	const totalRate = 8 // requests a second across the fleet
 	fmt.Printf("%-8s %-9s %-10s %14s %15s %14s %22s\n", "scenario", "instances", "state", "reads/inst/min", "writes/inst/min", "primary 429/5xx", "all instances know in")
 	throttled := func(s aoaisim.Stats) int { return s.Throttled }
+	faulted := func(s aoaisim.Stats) int { return s.Faulted }
 	scenarios := []struct {
 		name     string
 		primary  aoaisim.Deployment
 		cooldown string
 		hotFor   time.Duration // all traffic to the first instance for this long, then spread
 		hits     func(aoaisim.Stats) int
+		sizes    []int
+		runFor   time.Duration
 	}{
-		{"quota", aoaisim.Deployment{Model: "m", TPM: 1000, RPM: 6000}, "60s", 0, throttled},
-		{"scaleout", aoaisim.Deployment{Model: "m", TPM: 1000, RPM: 6000}, "60s", 3 * time.Second, throttled},
-		{"outage", aoaisim.Deployment{Model: "m", Fault: "503"}, "4s", 0, func(s aoaisim.Stats) int { return s.Faulted }},
+		{"quota", aoaisim.Deployment{Model: "m", TPM: 1000, RPM: 6000}, "60s", 0, throttled, []int{1, 2, 4, 8}, runFor},
+		{"scaleout", aoaisim.Deployment{Model: "m", TPM: 1000, RPM: 6000}, "60s", 3 * time.Second, throttled, []int{1, 2, 4, 8}, runFor},
+		{"outage", aoaisim.Deployment{Model: "m", Fault: "503"}, "4s", 0, faulted, []int{1, 2, 4, 8}, runFor},
+		// The default 10 s cool-down over 40 s: every instance probes again three times or so;
+		// with shared state one instance's failed probe keeps the others from probing.
+		{"outage10", aoaisim.Deployment{Model: "m", Fault: "503"}, "10s", 0, faulted, []int{8}, 40 * time.Second},
 	}
 	for _, sc := range scenarios {
-		for _, n := range []int{1, 2, 4, 8} {
+		for _, n := range sc.sizes {
 			for _, shared := range []bool{true, false} {
-				fleetRun(b, az, target, sc.name, sc.primary, sc.cooldown, sc.hotFor, sc.hits, n, shared, runFor, totalRate, perRequest)
+				fleetRun(b, az, target, sc.name, sc.primary, sc.cooldown, sc.hotFor, sc.hits, n, shared, sc.runFor, totalRate, perRequest)
 			}
 		}
 	}
