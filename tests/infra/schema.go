@@ -193,3 +193,117 @@ func (s *Schemas) validate(url string, doc any) error {
 	}
 	return sch.Validate(inst)
 }
+
+// UnknownProperties lists the property names inside a resource's properties, sku and identity
+// that its schema does not declare: the ARM schemas allow extra properties, and Resource
+// Manager often ignores them, so a misspelt property would otherwise pass silently. Objects the
+// schema leaves open (additionalProperties, or no declared properties) are not checked.
+func (s *Schemas) UnknownProperties(res map[string]any) ([]string, error) {
+	typ, _ := res["type"].(string)
+	version, _ := res["apiVersion"].(string)
+	url, err := s.find(typ, version)
+	if err != nil {
+		return nil, err
+	}
+	file, def, _ := strings.Cut(strings.TrimPrefix(url, SchemaBase), "#/resourceDefinitions/")
+	doc, err := localLoader{s.dir}.Load(SchemaBase + file)
+	if err != nil {
+		return nil, err
+	}
+	w := walker{defs: doc.(map[string]any)["definitions"].(map[string]any)}
+	top := doc.(map[string]any)["resourceDefinitions"].(map[string]any)[def].(map[string]any)
+	for _, key := range []string{"properties", "sku", "identity"} {
+		if v, ok := res[key]; ok {
+			w.walk(w.childSchemas([]any{top}, key), v, key)
+		}
+	}
+	return w.unknown, nil
+}
+
+type walker struct {
+	defs    map[string]any
+	unknown []string
+}
+
+// resolve follows local $refs and flattens allOf/oneOf/anyOf into the object schemas a value
+// may match; the common "expression" alternative and other files' schemas are dropped.
+func (w *walker) resolve(schema any, depth int) []map[string]any {
+	m, ok := schema.(map[string]any)
+	if !ok || depth > 20 {
+		return nil
+	}
+	if ref, ok := m["$ref"].(string); ok {
+		name, local := strings.CutPrefix(ref, "#/definitions/")
+		if !local {
+			return nil
+		}
+		return w.resolve(w.defs[name], depth+1)
+	}
+	out := []map[string]any{m}
+	for _, key := range []string{"allOf", "oneOf", "anyOf"} {
+		if alts, ok := m[key].([]any); ok {
+			for _, a := range alts {
+				out = append(out, w.resolve(a, depth+1)...)
+			}
+		}
+	}
+	return out
+}
+
+func (w *walker) childSchemas(parents []any, key string) []any {
+	var out []any
+	for _, p := range parents {
+		for _, s := range w.resolve(p, 0) {
+			if props, ok := s["properties"].(map[string]any); ok && props[key] != nil {
+				out = append(out, props[key])
+			}
+		}
+	}
+	return out
+}
+
+func (w *walker) walk(schemas []any, value any, path string) {
+	if len(schemas) == 0 {
+		return
+	}
+	switch v := value.(type) {
+	case string:
+		return // a literal or an expression; the validator checked its type
+	case []any:
+		var items []any
+		for _, sc := range schemas {
+			for _, s := range w.resolve(sc, 0) {
+				if it, ok := s["items"]; ok {
+					items = append(items, it)
+				}
+			}
+		}
+		for i, item := range v {
+			w.walk(items, item, fmt.Sprintf("%s[%d]", path, i))
+		}
+	case map[string]any:
+		declared := map[string]bool{}
+		for _, sc := range schemas {
+			for _, s := range w.resolve(sc, 0) {
+				if ap, ok := s["additionalProperties"]; ok && ap != false {
+					return // an open map (tags, headers, ...)
+				}
+				if props, ok := s["properties"].(map[string]any); ok {
+					for k := range props {
+						declared[k] = true
+					}
+				}
+			}
+		}
+		if len(declared) == 0 {
+			return
+		}
+		for k, child := range v {
+			if !declared[k] {
+				w.unknown = append(w.unknown, path+"."+k)
+				continue
+			}
+			w.walk(w.childSchemas(schemas, k), child, path+"."+k)
+		}
+	}
+}

@@ -636,3 +636,44 @@ func TestRoutingNamesDeploymentsTheTemplateCreates(t *testing.T) {
 		}
 	}
 }
+
+// ARM ignores many unknown properties, so a misspelt one would deploy as if absent.
+func TestNoPropertyTheSchemaDoesNotKnow(t *testing.T) {
+	s, err := NewSchemas(schemaDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := loadJSON(t, filepath.Join(root, "infra", "main.json"))
+	var check func(res map[string]any, parentType string)
+	check = func(res map[string]any, parentType string) {
+		r := res
+		if parentType != "" { // a nested child: its schema is the full type's
+			r = map[string]any{}
+			for k, v := range res {
+				r[k] = v
+			}
+			r["type"] = parentType + "/" + res["type"].(string)
+		}
+		unknown, err := s.UnknownProperties(r)
+		if err != nil {
+			t.Errorf("%v: %v", r["type"], err)
+		}
+		for _, u := range unknown {
+			t.Errorf("%v: %s is not a property its schema knows", r["type"], u)
+		}
+		children, _ := res["resources"].([]any)
+		for _, c := range children {
+			check(c.(map[string]any), r["type"].(string))
+		}
+	}
+	for _, r := range tmpl["resources"].([]any) {
+		check(r.(map[string]any), "")
+	}
+	// And it must catch one.
+	var bad map[string]any
+	_ = json.Unmarshal([]byte(`{"type":"Microsoft.Web/sites","apiVersion":"2024-11-01","properties":{"httpsOnlyy":true,"siteConfig":{"minTlsVersion":"1.2","ipSecurityRestrictions":[{"tag":"ServiceTag","ipAdress":"x"}]}}}`), &bad)
+	unknown, err := s.UnknownProperties(bad)
+	if err != nil || len(unknown) != 2 {
+		t.Errorf("typos found: %v (%v), want properties.httpsOnlyy and properties.siteConfig.ipSecurityRestrictions[0].ipAdress", unknown, err)
+	}
+}
