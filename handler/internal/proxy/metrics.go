@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"net/url"
 	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -80,7 +79,7 @@ func (in *instruments) record(ctx context.Context, c *call, total float64) {
 	for i, a := range l.attempts {
 		attrs := append(common[:4:4],
 			attribute.String("gateway.target", a.target.ID),
-			attribute.String("server.address", hostOf(a.target.Endpoint)),
+			attribute.String("server.address", a.target.Host),
 		)
 		if a.resp == nil {
 			attrs = append(attrs, attribute.String("error.type", errorType(a)))
@@ -133,9 +132,3 @@ func requestErrorType(l *requestLog) string {
 	return strconv.Itoa(l.status)
 }
 
-func hostOf(endpoint string) string {
-	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
-		return u.Hostname()
-	}
-	return endpoint
-}

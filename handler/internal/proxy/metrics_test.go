@@ -90,7 +90,7 @@ func TestMetrics(t *testing.T) {
 	if p := find(m["gen_ai.client.operation.duration"], "gateway.target", "a1/d1", "error.type", "429"); len(p) != 1 || p[0].count != 1 {
 		t.Errorf("failed attempt duration %+v", m["gen_ai.client.operation.duration"])
 	}
-	if p := find(m["gen_ai.client.operation.duration"], "gateway.target", "a2/d2", "error.type", ""); len(p) != 1 || p[0].count != 1 {
+	if p := find(m["gen_ai.client.operation.duration"], "gateway.target", "a2/d2", "error.type", "", "server.address", "127.0.0.1"); len(p) != 1 || p[0].count != 1 {
 		t.Errorf("served attempt duration %+v", m["gen_ai.client.operation.duration"])
 	}
 	if p := find(m["gen_ai.server.request.duration"], append(common, "gateway.target", "a2/d2", "http.response.status_code", "200", "gateway.app", "none")...); len(p) != 1 || p[0].count != 1 || p[0].sum <= 0 {

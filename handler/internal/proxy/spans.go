@@ -64,7 +64,7 @@ func endAttemptSpan(span trace.Span, a *attempt) {
 	}
 	span.SetAttributes(
 		attribute.String("gateway.target", a.target.ID),
-		attribute.String("server.address", a.target.Endpoint),
+		attribute.String("server.address", a.target.Host),
 		attribute.String("gen_ai.request.model", a.target.Deployment),
 		attribute.Int("http.response.status_code", a.status),
 		attribute.String("gateway.outcome", outcomeName(a)),

@@ -5,6 +5,7 @@ package route
 
 import (
 	"math/rand/v2"
+	"net/url"
 	"sort"
 	"time"
 
@@ -17,6 +18,7 @@ type Target struct {
 	Account    string
 	Deployment string
 	Endpoint   string // scheme://host of the account, no trailing slash
+	Host       string // the endpoint's host name, for telemetry's server.address
 	Region     string
 	Priority   int
 	Weight     int
@@ -62,7 +64,7 @@ func New(r config.Routing) *Planner {
 			a := r.Accounts[t.Account]
 			rt := Target{
 				ID: t.ID(), Account: t.Account, Deployment: t.Deployment, Region: a.Region,
-				Endpoint: trimSlash(a.Endpoint), Priority: t.PriorityOrDefault(), Weight: t.WeightOrDefault(),
+				Endpoint: trimSlash(a.Endpoint), Host: hostName(a.Endpoint), Priority: t.PriorityOrDefault(), Weight: t.WeightOrDefault(),
 			}
 			targets = append(targets, rt)
 			if !seen[rt.ID] {
@@ -166,4 +168,12 @@ func weightedShuffle(ts []Target) {
 			}
 		}
 	}
+}
+
+// hostName is the host of a validated endpoint URL.
+func hostName(endpoint string) string {
+	if u, err := url.Parse(endpoint); err == nil {
+		return u.Hostname()
+	}
+	return endpoint
 }
