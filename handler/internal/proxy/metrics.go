@@ -131,4 +131,3 @@ func requestErrorType(l *requestLog) string {
 	}
 	return strconv.Itoa(l.status)
 }
-
