@@ -22,6 +22,7 @@ import (
 	"github.com/aoai-failover/gateway/handler/internal/proxy"
 	"github.com/aoai-failover/gateway/handler/internal/route"
 	"github.com/aoai-failover/gateway/handler/internal/secrets"
+	"github.com/aoai-failover/gateway/handler/internal/server"
 	"github.com/aoai-failover/gateway/handler/internal/state"
 	"github.com/aoai-failover/gateway/handler/internal/telemetry"
 	"github.com/aoai-failover/gateway/handler/internal/upstream"
@@ -331,12 +332,12 @@ func instanceName(getenv func(string) string) string {
 }
 
 func (g *gateway) serve(ctx context.Context, ln net.Listener, onListen func(net.Addr)) error {
-	srv := &http.Server{
+	srv := &server.Server{
 		Handler:           g.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+		Logger:            g.log,
 	}
 	syncCtx, stopSync := context.WithCancel(context.Background())
 	defer stopSync()
@@ -369,7 +370,7 @@ func (g *gateway) serve(ctx context.Context, ln net.Listener, onListen func(net.
 	if err := g.view.Flush(fctx); err != nil {
 		g.log.Warn("could not flush state at shutdown", "error", err)
 	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := <-errc; err != nil && !errors.Is(err, server.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
 	g.log.Info("stopped")

@@ -58,7 +58,7 @@ func (g *gateway) handler() http.Handler {
 			proxy.WriteError(w, http.StatusServiceUnavailable, "Overloaded", "this gateway instance is at its limit of concurrent requests; retry shortly")
 			return
 		}
-		g.proxy.ServeHTTP(w, proxy.WithCaller(r, app))
+		g.proxy.Serve(w, r, app)
 	})
 }
 

@@ -50,7 +50,11 @@ func FuzzScanBody(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		info, ok := scanBody(body)
+		loose, _ := scanBody(body, false) // any bytes: must not panic or hang
+		info, ok := scanBody(body, true)
+		if ok && loose != info {
+			t.Fatalf("valid JSON %q read as %+v unvalidated, %+v validated", body, loose, info)
+		}
 		if !ok || !info.hasModel {
 			return
 		}
@@ -58,7 +62,7 @@ func FuzzScanBody(f *testing.F) {
 		if !json.Valid(out) {
 			t.Fatalf("rewriting %q gave invalid JSON %q", body, out)
 		}
-		again, ok := scanBody(out)
+		again, ok := scanBody(out, true)
 		if !ok || again.model != "real-deployment" || again.stream != info.stream || again.outputTokens != info.outputTokens {
 			t.Fatalf("rewrite of %q read back as %+v", body, again)
 		}

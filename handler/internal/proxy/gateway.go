@@ -15,6 +15,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,7 +84,16 @@ type RequestLog interface {
 type Gateway struct {
 	opt     Options
 	metrics *instruments
+	tracing bool
+	// servedBy holds each target's X-Served-By value, made once.
+	servedBy map[string][]string
 }
+
+var (
+	serverSpan = trace.WithSpanKind(trace.SpanKindServer)
+	clientSpan = trace.WithSpanKind(trace.SpanKindClient)
+	noSpan     = trace.SpanFromContext(context.Background())
+)
 
 // New returns a Gateway.
 func New(opt Options) *Gateway {
@@ -93,10 +103,15 @@ func New(opt Options) *Gateway {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	g := &Gateway{opt: opt, metrics: newInstruments(opt.Meter), tracing: opt.Tracer != nil}
 	if opt.Tracer == nil {
-		opt.Tracer = noop.NewTracerProvider().Tracer("gateway")
+		g.opt.Tracer = noop.NewTracerProvider().Tracer("gateway")
 	}
-	return &Gateway{opt: opt, metrics: newInstruments(opt.Meter)}
+	g.servedBy = map[string][]string{}
+	for _, t := range opt.Planner.Targets() {
+		g.servedBy[t.ID] = []string{t.ID}
+	}
+	return g
 }
 
 // call is one caller request, read and understood.
@@ -114,22 +129,15 @@ type call struct {
 	log      *requestLog
 }
 
-func (c *call) upstreamURL(t route.Target) string {
-	var b strings.Builder
-	b.Grow(len(t.Endpoint) + len(c.path) + len(c.query) + 32)
-	b.WriteString(t.Endpoint)
+// setUpstreamURL makes u the target's URL for the call: its endpoint, the real deployment
+// name in place of the logical one, and the caller's query string.
+func (c *call) setUpstreamURL(u *url.URL, t route.Target) {
+	*u = url.URL{Scheme: t.Scheme, Host: t.Authority, RawQuery: c.query}
 	if c.fam == familyDeployments {
-		b.WriteString("/openai/deployments/")
-		b.WriteString(t.Deployment)
-		b.WriteString(c.rest)
+		u.Path = "/openai/deployments/" + t.Deployment + c.rest
 	} else {
-		b.WriteString(c.path)
+		u.Path = c.path
 	}
-	if c.query != "" {
-		b.WriteByte('?')
-		b.WriteString(c.query)
-	}
-	return b.String()
 }
 
 func (c *call) bodyFor(t route.Target) []byte {
@@ -139,19 +147,17 @@ func (c *call) bodyFor(t route.Target) []byte {
 	return c.body
 }
 
-type callerKey struct{}
+// ServeHTTP handles one request on the Azure OpenAI routes from an unnamed caller.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.Serve(w, r, "") }
 
-// WithCaller records the authenticated caller's app name for the request log.
-func WithCaller(r *http.Request, app string) *http.Request {
-	return r.WithContext(context.WithValue(r.Context(), callerKey{}, app))
-}
-
-// ServeHTTP handles one request on the Azure OpenAI routes.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// Serve handles one request on the Azure OpenAI routes from the authenticated caller app.
+func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 	c := &call{start: g.opt.Now(), path: r.URL.Path, query: r.URL.RawQuery}
-	c.log = &requestLog{method: r.Method, path: r.URL.Path}
-	c.log.app, _ = r.Context().Value(callerKey{}).(string)
-	_, c.span = g.opt.Tracer.Start(r.Context(), "gateway", trace.WithSpanKind(trace.SpanKindServer))
+	c.log = &requestLog{method: r.Method, path: r.URL.Path, app: app}
+	c.span = noSpan
+	if g.tracing {
+		_, c.span = g.opt.Tracer.Start(r.Context(), "gateway", serverSpan)
+	}
 	defer g.logRequest(c)
 
 	fam, logical, rest, perr := parsePath(r.URL.Path, r.URL.EscapedPath())
@@ -187,10 +193,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.body = body
-	jsonBody := isJSON(r.Header.Get("Content-Type"))
+	jsonBody := isJSON(headerValue(r.Header, "Content-Type"))
 	if jsonBody && len(body) > 0 {
+		// A deployments-family body goes to the backend as it is, so it is only read, not
+		// validated: Azure OpenAI answers a malformed one itself. The other families name the
+		// deployment in the body, which must therefore be valid JSON.
 		var ok bool
-		c.info, ok = scanBody(body)
+		c.info, ok = scanBody(body, fam != familyDeployments)
 		if !ok && fam != familyDeployments {
 			c.log.status = http.StatusBadRequest
 			WriteError(w, http.StatusBadRequest, "InvalidRequest", "the request body is not a valid JSON object")
@@ -313,6 +322,7 @@ type attempt struct {
 	complete bool   // head is the whole body
 	events   *eventReader
 	first    []byte // the first stream event
+	body     replayBody
 }
 
 func (a *attempt) close() {
@@ -372,9 +382,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 // try sends the request to one target and reads up to the commit point.
 func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t route.Target) *attempt {
 	a := &attempt{target: t, start: g.opt.Now()}
-	span := trace.SpanFromContext(context.Background()) // a no-op unless the request is traced
+	span := noSpan // unless the request is traced
 	if c.span.IsRecording() {
-		_, span = g.opt.Tracer.Start(trace.ContextWithSpan(callerCtx, c.span), "attempt "+t.ID, trace.WithSpanKind(trace.SpanKindClient))
+		_, span = g.opt.Tracer.Start(trace.ContextWithSpan(callerCtx, c.span), "attempt "+t.ID, clientSpan)
 	}
 	defer func() {
 		a.dur = g.opt.Now().Sub(a.start)
@@ -384,11 +394,17 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 	a.cancel = cancel
 	a.deadline = time.AfterFunc(deadline.Sub(a.start), func() { cancel(errRequestDeadline) })
 
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, c.upstreamURL(t), bytes.NewReader(c.bodyFor(t)))
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, "", nil)
 	if err != nil {
 		return g.fail(a, state.Failed, 0, "bad upstream request: "+err.Error())
 	}
-	req.Header = outboundHeaders(c.inHeader, c.info.stream)
+	body := c.bodyFor(t)
+	c.setUpstreamURL(req.URL, t)
+	req.Host = t.Authority
+	a.body.Reset(body)
+	req.Body, req.ContentLength = &a.body, int64(len(body))
+	req.GetBody = func() (io.ReadCloser, error) { return newReplayBody(body), nil }
+	outboundHeaders(req.Header, c.inHeader, c.info.stream)
 	if err := g.opt.Credentials.Authorize(actx, t.Account, req.Header); err != nil {
 		// Not the target's fault (Key Vault not read yet, no token): skip it, hold nothing against it.
 		a.noCredential = true
@@ -447,7 +463,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 	}
 
 	a.resp = resp
-	if isEventStream(resp.Header.Get("Content-Type")) {
+	if isEventStream(headerValue(resp.Header, "Content-Type")) {
 		// The stage timer keeps running: the first event must come within FirstByte of the start.
 		a.events = newEventReader(resp.Body, g.opt.Logger)
 		ev, err := a.events.next()
@@ -578,20 +594,50 @@ func readHead(body io.Reader, idle *time.Timer, idleWait time.Duration) ([]byte,
 
 func readQuota(h http.Header) state.Quota {
 	q := state.UnknownQuota
-	if v, err := strconv.ParseInt(h.Get("X-Ratelimit-Remaining-Tokens"), 10, 64); err == nil && v >= 0 {
+	if v, ok := headerInt(h, "X-Ratelimit-Remaining-Tokens"); ok {
 		q.Tokens = v
 	}
-	if v, err := strconv.ParseInt(h.Get("X-Ratelimit-Remaining-Requests"), 10, 64); err == nil && v >= 0 {
+	if v, ok := headerInt(h, "X-Ratelimit-Remaining-Requests"); ok {
 		q.Requests = v
 	}
 	return q
 }
 
+// headerInt reads a non-negative integer header; an absent one costs no error value.
+func headerInt(h http.Header, name string) (int64, bool) {
+	s := headerValue(h, name)
+	if s == "" {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	return v, err == nil && v >= 0
+}
+
+// replayBody is a request body that can be made again for the next target or a retry.
+type replayBody struct{ bytes.Reader }
+
+func newReplayBody(b []byte) *replayBody {
+	r := &replayBody{}
+	r.Reset(b)
+	return r
+}
+
+func (*replayBody) Close() error { return nil }
+
 func firstHeader(h http.Header, names ...string) string {
 	for _, n := range names {
-		if v := h.Get(n); v != "" {
+		if v := headerValue(h, n); v != "" {
 			return v
 		}
+	}
+	return ""
+}
+
+// headerValue is h.Get for a name already in canonical form, as the gateway's own names are
+// and as every parsed header is: it skips canonicalizing the name on every call.
+func headerValue(h http.Header, canonical string) string {
+	if v := h[canonical]; len(v) > 0 {
+		return v[0]
 	}
 	return ""
 }

@@ -24,10 +24,9 @@ var callerOnly = map[string]bool{
 	"Host": true, "Content-Length": true, "Expect": true,
 }
 
-// outboundHeaders copies the caller's headers for a backend request, minus hop-by-hop and
-// credential headers. Accept-Encoding is dropped for streams so that events can be read.
-func outboundHeaders(in http.Header, stream bool) http.Header {
-	out := make(http.Header, len(in))
+// outboundHeaders copies the caller's headers for a backend request into out, minus hop-by-hop
+// and credential headers. Accept-Encoding is dropped for streams so that events can be read.
+func outboundHeaders(out, in http.Header, stream bool) {
 	named := connectionNamed(in)
 	for k, vv := range in {
 		if hopByHop[k] || callerOnly[k] || named[k] || (stream && k == "Accept-Encoding") {
@@ -35,7 +34,6 @@ func outboundHeaders(in http.Header, stream bool) http.Header {
 		}
 		out[k] = vv
 	}
-	return out
 }
 
 // copyResponseHeaders copies a backend's response headers to the caller, minus hop-by-hop.

@@ -41,18 +41,27 @@ func parsePath(path, escaped string) (fam family, logical, rest string, perr *pa
 	if !strings.HasPrefix(path, "/openai/") {
 		return 0, "", "", &pathError{http.StatusNotFound, "NotFound", "no such path; " + servedPaths}
 	}
-	segs := strings.Split(path[len("/openai/"):], "/")
-	for _, s := range segs {
-		if s == "" || s == "." || s == ".." {
+	after := path[len("/openai/"):]
+	segs := 0
+	for rest := after; ; segs++ {
+		seg, tail, more := strings.Cut(rest, "/")
+		if seg == "" || seg == "." || seg == ".." {
 			return 0, "", "", &pathError{http.StatusBadRequest, "InvalidPath", "the request path must not contain empty, '.' or '..' segments"}
 		}
+		if !more {
+			segs++
+			break
+		}
+		rest = tail
 	}
+	first, tail, _ := strings.Cut(after, "/")
 	switch {
-	case segs[0] == "deployments" && len(segs) >= 3:
-		return familyDeployments, segs[1], path[len("/openai/deployments/")+len(segs[1]):], nil
-	case segs[0] == "v1" && v1Operations[strings.Join(segs[1:], "/")]:
+	case first == "deployments" && segs >= 3:
+		name, _, _ := strings.Cut(tail, "/")
+		return familyDeployments, name, path[len("/openai/deployments/")+len(name):], nil
+	case first == "v1" && v1Operations[tail]:
 		return familyV1, "", "", nil
-	case segs[0] == "responses" && len(segs) == 1:
+	case first == "responses" && segs == 1:
 		return familyResponses, "", "", nil
 	}
 	return 0, "", "", &pathError{http.StatusNotFound, "NotFound", "no such path; " + servedPaths}
@@ -68,11 +77,13 @@ type bodyInfo struct {
 	outputTokens int // max_tokens, max_completion_tokens or max_output_tokens; 0 if none
 }
 
-// scanBody reads the top-level fields the gateway needs from a JSON object. It returns false
-// if body is not a JSON object. Values it does not need are skipped without being decoded.
-func scanBody(body []byte) (bodyInfo, bool) {
+// scanBody reads the top-level fields the gateway needs from a JSON object. With validate it
+// returns false if body is not a JSON object; without, it reads what it can of any bytes (for
+// a body the gateway passes on as it is, which the backend will judge) and never fails on
+// them. Values it does not need are skipped without being decoded.
+func scanBody(body []byte, validate bool) (bodyInfo, bool) {
 	info := bodyInfo{modelStart: -1, modelEnd: -1}
-	if !json.Valid(body) {
+	if validate && !json.Valid(body) {
 		return info, false
 	}
 	s := scanner{b: body}
@@ -84,6 +95,9 @@ func scanBody(body []byte) (bodyInfo, bool) {
 		s.space()
 		if s.eat('}') {
 			return info, true
+		}
+		if s.i >= len(s.b) {
+			return info, false // only unvalidated bytes end here
 		}
 		s.eat(',')
 		s.space()
@@ -114,7 +128,8 @@ func scanBody(body []byte) (bodyInfo, bool) {
 	}
 }
 
-// scanner walks JSON that json.Valid has accepted, so it need not report syntax errors.
+// scanner walks JSON without reporting syntax errors: on valid JSON it finds every value's
+// end, and on anything else it stays inside the bytes and always moves forward.
 type scanner struct {
 	b []byte
 	i int
@@ -152,6 +167,7 @@ func (s *scanner) skipString() {
 			s.i++
 		}
 	}
+	s.i = min(s.i, len(s.b)) // a final backslash stepped past the end
 }
 
 func (s *scanner) skipValue() {

@@ -71,13 +71,13 @@ func TestScanBody(t *testing.T) {
 		{`{"model":"x"`, false, "", false, 0},
 		{``, false, "", false, 0},
 	} {
-		info, ok := scanBody([]byte(tc.body))
+		info, ok := scanBody([]byte(tc.body), true)
 		if ok != tc.ok || info.model != tc.model || info.stream != tc.stream || info.outputTokens != tc.tokens {
 			t.Errorf("%s: got ok=%v %+v", tc.body, ok, info)
 		}
 		if ok && info.hasModel {
 			out := string(withModel([]byte(tc.body), info, "real-dep"))
-			again, ok2 := scanBody([]byte(out))
+			again, ok2 := scanBody([]byte(out), true)
 			if !ok2 || again.model != "real-dep" {
 				t.Errorf("%s: rewrite gave %s", tc.body, out)
 			}

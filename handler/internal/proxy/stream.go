@@ -21,14 +21,18 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 	defer a.close()
 	h := w.Header()
 	copyResponseHeaders(h, a.resp.Header)
-	h.Set(headerServedBy, a.target.ID)
-	h.Set(headerAttempts, strconv.Itoa(attempts))
+	if v, ok := g.servedBy[a.target.ID]; ok {
+		h[headerServedBy] = v // shared and never changed: one slice per target, made once
+	} else {
+		h.Set(headerServedBy, a.target.ID)
+	}
+	h[headerAttempts] = attemptsValue(attempts)
 	c.log.servedBy, c.log.status, c.log.upstreamID = a.target.ID, a.resp.StatusCode, a.reqID
 	rc := http.NewResponseController(w)
 
 	if a.events != nil {
-		h.Del("Content-Length")
-		h.Set("X-Accel-Buffering", "no")
+		delete(h, "Content-Length")
+		h["X-Accel-Buffering"] = accelBufferingNo
 		w.WriteHeader(a.resp.StatusCode)
 		c.log.firstByte = g.opt.Now().Sub(c.start)
 		g.relayEvents(w, rc, callerCtx, c, a)
@@ -129,6 +133,18 @@ func (g *Gateway) broken(c *call, a *attempt, err error) string {
 	c.log.broken = reason
 	g.opt.State.Record(a.target.ID, state.Outcome{Kind: state.Failed, Status: a.status, Reason: reason, Quota: state.UnknownQuota})
 	return reason
+}
+
+var accelBufferingNo = []string{"no"}
+
+// attemptsValues are the common X-Gateway-Attempts values, made once.
+var attemptsValues = [...][]string{{"0"}, {"1"}, {"2"}, {"3"}, {"4"}, {"5"}, {"6"}, {"7"}, {"8"}, {"9"}}
+
+func attemptsValue(n int) []string {
+	if n >= 0 && n < len(attemptsValues) {
+		return attemptsValues[n]
+	}
+	return []string{strconv.Itoa(n)}
 }
 
 func errorEvent(reason string) []byte {

@@ -18,6 +18,8 @@ type Target struct {
 	Account    string
 	Deployment string
 	Endpoint   string // scheme://host of the account, no trailing slash
+	Scheme     string // the endpoint's scheme
+	Authority  string // the endpoint's host, with its port if it names one
 	Host       string // the endpoint's host name, for telemetry's server.address
 	Region     string
 	Priority   int
@@ -64,7 +66,10 @@ func New(r config.Routing) *Planner {
 			a := r.Accounts[t.Account]
 			rt := Target{
 				ID: t.ID(), Account: t.Account, Deployment: t.Deployment, Region: a.Region,
-				Endpoint: trimSlash(a.Endpoint), Host: hostName(a.Endpoint), Priority: t.PriorityOrDefault(), Weight: t.WeightOrDefault(),
+				Endpoint: trimSlash(a.Endpoint), Priority: t.PriorityOrDefault(), Weight: t.WeightOrDefault(),
+			}
+			if u, err := url.Parse(rt.Endpoint); err == nil { // validated already
+				rt.Scheme, rt.Authority, rt.Host = u.Scheme, u.Host, u.Hostname()
 			}
 			targets = append(targets, rt)
 			if !seen[rt.ID] {
@@ -171,9 +176,3 @@ func weightedShuffle(ts []Target) {
 }
 
 // hostName is the host of a validated endpoint URL.
-func hostName(endpoint string) string {
-	if u, err := url.Parse(endpoint); err == nil {
-		return u.Hostname()
-	}
-	return endpoint
-}

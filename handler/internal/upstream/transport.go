@@ -15,9 +15,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/wire"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Transport is an http.RoundTripper for HTTP/1.1 over TCP or TLS.
@@ -34,7 +39,7 @@ type Transport struct {
 	MaxIdlePerHost int
 
 	mu   sync.Mutex
-	idle map[string][]*conn // most recently used last
+	idle map[poolKey][]*conn // most recently used last
 }
 
 // New returns a Transport with the gateway's defaults.
@@ -51,7 +56,7 @@ func New(connect time.Duration) *Transport {
 type conn struct {
 	nc        net.Conn
 	br        *bufio.Reader
-	key       string
+	key       poolKey
 	idleSince time.Time
 	reused    bool
 }
@@ -65,7 +70,18 @@ var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10)
 func writeRequest(nc net.Conn, req *http.Request) error {
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(nc)
-	err := req.Write(bw)
+	err := writeHead(bw, req)
+	if err == nil && req.ContentLength > 0 {
+		var n int64
+		if sized, ok := req.Body.(interface{ Len() int }); ok && int64(sized.Len()) == req.ContentLength {
+			n, err = io.Copy(bw, req.Body) // a bytes.Reader writes itself out, with no copy buffer
+		} else {
+			n, err = io.CopyN(bw, req.Body, req.ContentLength)
+		}
+		if err == nil && n != req.ContentLength {
+			err = io.ErrShortWrite
+		}
+	}
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -74,17 +90,81 @@ func writeRequest(nc net.Conn, req *http.Request) error {
 	return err
 }
 
+// writeHead writes the request line and headers. It is what req.Write does for the requests
+// the gateway makes (a body of known length, no trailers), without sorting the headers or
+// building the request URI as a new string. A header that could split the request is refused,
+// naming the header but never its value (which may be a credential).
+func writeHead(bw *bufio.Writer, req *http.Request) error {
+	if req.ContentLength < 0 || req.ContentLength > 0 && req.Body == nil {
+		return errors.New("upstream: a request body must have a known length")
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !httpguts.ValidHostHeader(host) {
+		return errors.New("upstream: invalid host")
+	}
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	if u := req.URL; u.Opaque == "" && !u.ForceQuery {
+		if p := u.EscapedPath(); p != "" {
+			bw.WriteString(p)
+		} else {
+			bw.WriteByte('/')
+		}
+		if u.RawQuery != "" {
+			bw.WriteByte('?')
+			bw.WriteString(u.RawQuery)
+		}
+	} else {
+		bw.WriteString(u.RequestURI())
+	}
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	for k, vv := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Trailer":
+			continue // set here, or not at all
+		}
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("upstream: invalid header name %q", k)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("upstream: invalid value for header %q", k)
+			}
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	if req.ContentLength > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
+		bw.WriteString("Content-Length: ")
+		var num [20]byte
+		bw.Write(strconv.AppendInt(num[:0], req.ContentLength, 10))
+		bw.WriteString("\r\n")
+	}
+	if req.Close {
+		bw.WriteString("Connection: close\r\n")
+	}
+	_, err := bw.WriteString("\r\n")
+	return err
+}
+
 // RoundTrip sends req and returns the response. The body must be read to the end or closed;
 // reading it to the end gives the connection back for reuse.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	key, addr, tlsHost, err := target(req)
+	key, err := target(req)
 	if err != nil {
 		closeBody(req)
 		return nil, err
 	}
 	ctx := req.Context()
 	for try := 0; ; try++ {
-		c, err := t.get(ctx, key, addr, tlsHost)
+		c, err := t.get(ctx, key)
 		if err != nil {
 			closeBody(req)
 			return nil, err
@@ -133,7 +213,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 	if _, err := c.br.Peek(1); err != nil {
 		return fail(err)
 	}
-	resp, err := http.ReadResponse(c.br, req)
+	resp, err := wire.ReadResponse(c.br, req)
 	if err != nil {
 		r, _, err := fail(err)
 		return r, false, err
@@ -195,31 +275,43 @@ func closeBody(req *http.Request) {
 	}
 }
 
-func target(req *http.Request) (key, addr, tlsHost string, err error) {
-	u := req.URL
-	host, port := u.Hostname(), u.Port()
-	switch u.Scheme {
-	case "https":
-		if port == "" {
-			port = "443"
-		}
-		tlsHost = host
-	case "http":
-		if port == "" {
-			port = "80"
-		}
-	default:
-		return "", "", "", fmt.Errorf("upstream: unsupported scheme %q", u.Scheme)
-	}
-	addr = net.JoinHostPort(host, port)
-	return u.Scheme + "://" + addr, addr, tlsHost, nil
+// poolKey names the connections that can carry a request: same scheme, same host and port.
+type poolKey struct {
+	tls  bool
+	host string // as in the URL, with or without a port
 }
 
-func (t *Transport) get(ctx context.Context, key, addr, tlsHost string) (*conn, error) {
+func target(req *http.Request) (poolKey, error) {
+	switch req.URL.Scheme {
+	case "https":
+		return poolKey{tls: true, host: req.URL.Host}, nil
+	case "http":
+		return poolKey{host: req.URL.Host}, nil
+	}
+	return poolKey{}, fmt.Errorf("upstream: unsupported scheme %q", req.URL.Scheme)
+}
+
+// address is where to dial for k, and the TLS server name ("" for plain HTTP).
+func (k poolKey) address() (addr, tlsHost string) {
+	u := url.URL{Host: k.host}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "80"
+		if k.tls {
+			port = "443"
+		}
+	}
+	if k.tls {
+		tlsHost = host
+	}
+	return net.JoinHostPort(host, port), tlsHost
+}
+
+func (t *Transport) get(ctx context.Context, key poolKey) (*conn, error) {
 	now := time.Now()
 	t.mu.Lock()
 	if t.idle == nil {
-		t.idle = map[string][]*conn{}
+		t.idle = map[poolKey][]*conn{}
 	}
 	list := t.idle[key]
 	for len(list) > 0 {
@@ -235,10 +327,11 @@ func (t *Transport) get(ctx context.Context, key, addr, tlsHost string) (*conn, 
 	}
 	t.idle[key] = list
 	t.mu.Unlock()
-	return t.dial(ctx, key, addr, tlsHost)
+	return t.dial(ctx, key)
 }
 
-func (t *Transport) dial(ctx context.Context, key, addr, tlsHost string) (*conn, error) {
+func (t *Transport) dial(ctx context.Context, key poolKey) (*conn, error) {
+	addr, tlsHost := key.address()
 	nc, err := t.Dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -264,7 +357,7 @@ func (t *Transport) put(c *conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.idle == nil {
-		t.idle = map[string][]*conn{}
+		t.idle = map[poolKey][]*conn{}
 	}
 	if len(t.idle[c.key]) >= t.MaxIdlePerHost {
 		c.nc.Close()

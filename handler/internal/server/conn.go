@@ -1,0 +1,356 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/wire"
+	"golang.org/x/net/http/httpguts"
+)
+
+var errTooManyFiles = syscall.EMFILE
+
+// conn is one client connection, served by one goroutine, one request at a time.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	remote string
+	r      connReader
+	br     *bufio.Reader
+	idle   atomic.Bool // waiting for a request; Shutdown may interrupt it
+	header http.Header // the response headers, reused by each request
+
+	// The caller-left watch of the request in flight (see watch).
+	watchMu    sync.Mutex
+	watchTimer *time.Timer
+	watchArmed bool // the request in flight may be watched
+	watching   bool // a watch read is in progress
+	stopping   bool // the request ended: a watch read's error means nothing
+	watchDone  chan struct{}
+	cancel     context.CancelFunc
+	gone       bool // the caller closed the connection
+}
+
+func (c *conn) serve() {
+	c.br = readers.Get().(*bufio.Reader)
+	c.br.Reset(&c.r)
+	defer func() {
+		c.nc.Close()
+		c.s.forget(c)
+		if c.watchTimer != nil {
+			c.watchTimer.Stop()
+		}
+		c.br.Reset(nil)
+		readers.Put(c.br)
+	}()
+	for {
+		if !c.next() {
+			return
+		}
+		keep := c.serveOne()
+		if !keep || c.s.closing.Load() {
+			return
+		}
+	}
+}
+
+// next waits for the first byte of the next request, within the idle timeout, and reports
+// whether there is one to read.
+func (c *conn) next() bool {
+	c.idle.Store(true)
+	defer c.idle.Store(false)
+	if c.s.closing.Load() {
+		return false
+	}
+	if d := c.s.IdleTimeout; d > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	}
+	_, err := c.br.Peek(1)
+	return err == nil && !c.s.closing.Load()
+}
+
+// serveOne reads one request and answers it, and reports whether the connection may carry
+// another.
+func (c *conn) serveOne() (keep bool) {
+	if d := c.s.ReadHeaderTimeout; d > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	} else {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
+	limit := c.s.MaxHeaderBytes
+	if limit <= 0 {
+		limit = defaultMaxHeader
+	}
+	// As in net/http, the limit counts what is read from the connection, which can include
+	// the start of the body; the slack keeps a full read buffer from counting against it.
+	c.r.remain = int64(limit) + 4096
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := wire.ReadRequest(ctx, c.br)
+	tooLarge := c.r.remain == 0
+	c.r.remain = -1
+	if err != nil {
+		cancel()
+		switch {
+		case tooLarge || errors.Is(err, wire.ErrHeadTooLong):
+			c.reject(http.StatusRequestHeaderFieldsTooLarge, "RequestHeaderFieldsTooLarge", "the request's headers are larger than the gateway's limit")
+		case errors.Is(err, wire.ErrBadVersion):
+			c.reject(http.StatusHTTPVersionNotSupported, "HTTPVersionNotSupported", "only HTTP/1.0 and HTTP/1.1 are served")
+		case isNetError(err):
+			// The caller left or was too slow: nobody to answer.
+		default:
+			c.reject(http.StatusBadRequest, "BadRequest", "malformed HTTP request: "+err.Error())
+		}
+		return false
+	}
+	if e := req.Header.Get("Expect"); e != "" && !expectsContinue(req) {
+		cancel()
+		c.reject(http.StatusExpectationFailed, "ExpectationFailed", "the only expectation served is 100-continue")
+		return false
+	}
+	_ = c.nc.SetReadDeadline(time.Time{})
+
+	req.RemoteAddr = c.remote
+	b := &requestBody{c: c, rc: req.Body, continueNeeded: expectsContinue(req)}
+	if req.Body == http.NoBody {
+		b.eof = true
+	}
+	req.Body = b
+
+	w := newResponse(c, req, b)
+	c.arm(cancel, b.eof)
+	aborted := c.handle(w, req)
+	c.disarm()
+	cancel()
+	if aborted || w.err != nil {
+		w.release()
+		return false
+	}
+	w.finish()
+	keep = !w.closeAfter && w.err == nil && !c.isGone()
+	w.release()
+	if !keep && !b.eof && w.err == nil {
+		c.lingerClose()
+	}
+	return keep
+}
+
+// lingerClose ends a connection whose request body the handler did not read (a refusal sent
+// early, such as 413): closing with unread data would make the kernel reset the connection,
+// and a client still sending could lose the answer. So: end the sending side, then read and
+// drop what the client still sends, for a short while, before closing.
+func (c *conn) lingerClose() {
+	if tc, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = tc.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	_, _ = io.CopyN(io.Discard, c.nc, 4<<20)
+}
+
+// handle runs the handler. A panic ends the connection: http.ErrAbortHandler quietly (a
+// handler breaking a response it had started on purpose), anything else with a log line.
+func (c *conn) handle(w *response, req *http.Request) (aborted bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			aborted = true
+			if v != http.ErrAbortHandler {
+				c.s.logError("panic serving request", "path", req.URL.Path, "panic", v)
+			}
+		}
+	}()
+	c.s.Handler.ServeHTTP(w, req)
+	return false
+}
+
+// reject answers a request that cannot be served, in the Azure error shape, and the
+// connection closes after it.
+func (c *conn) reject(status int, code, message string) {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(c.nc)
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	body := errorJSON(code, message)
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(statusLine(status))
+	bw.WriteString("\r\nContent-Type: application/json\r\nConnection: close\r\nX-Served-By: none\r\nX-Gateway-Attempts: 0\r\nContent-Length: ")
+	bw.WriteString(itoa(len(body)))
+	bw.WriteString("\r\n\r\n")
+	bw.Write(body)
+	_ = bw.Flush()
+	bw.Reset(nil)
+	writers.Put(bw)
+}
+
+func expectsContinue(req *http.Request) bool {
+	return req.ProtoAtLeast(1, 1) && req.ContentLength != 0 &&
+		httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue")
+}
+
+func isNetError(err error) bool {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe)
+}
+
+// connReader reads from the connection for the request parser and bodies. remain, when not
+// negative, is how much more may be read (the header limit); a byte read by a watch is handed
+// out first.
+type connReader struct {
+	nc      net.Conn
+	remain  int64
+	hasByte bool
+	byteBuf [1]byte
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if r.remain == 0 {
+		return 0, errHeaderTooLarge
+	}
+	if r.hasByte {
+		p[0] = r.byteBuf[0]
+		r.hasByte = false
+		if r.remain > 0 {
+			r.remain--
+		}
+		return 1, nil
+	}
+	if r.remain > 0 && int64(len(p)) > r.remain {
+		p = p[:r.remain]
+	}
+	n, err := r.nc.Read(p)
+	if r.remain > 0 {
+		r.remain -= int64(n)
+	}
+	return n, err
+}
+
+var errHeaderTooLarge = errors.New("request headers too large")
+
+// requestBody is the handler's view of the request body: it sends 100 Continue before the
+// first read when the client asked for it, and notes the end, after which the connection may
+// be watched.
+type requestBody struct {
+	c              *conn
+	rc             io.ReadCloser
+	continueNeeded bool
+	eof            bool
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	if b.continueNeeded {
+		b.continueNeeded = false
+		if _, err := io.WriteString(b.c.nc, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+			return 0, err
+		}
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+		b.c.bodyRead()
+	}
+	return n, err
+}
+
+func (b *requestBody) Close() error { return nil }
+
+// The watch. A read on the connection after the request body has ended returns only when the
+// caller sends more (a pipelined request: the byte is kept for it), closes the connection, or
+// the read is interrupted. It runs on the timer's goroutine, WatchAfter into the request.
+
+// arm prepares the watch of the request in flight; it starts now if the body is already read.
+func (c *conn) arm(cancel context.CancelFunc, bodyDone bool) {
+	c.watchMu.Lock()
+	c.cancel, c.gone, c.stopping, c.watchArmed = cancel, false, false, false
+	c.watchMu.Unlock()
+	if bodyDone {
+		c.bodyRead()
+	}
+}
+
+// bodyRead starts the watch timer, unless a pipelined request is already buffered (then the
+// caller is evidently there, and reading would take its bytes).
+func (c *conn) bodyRead() {
+	if c.br.Buffered() > 0 || c.r.hasByte {
+		return
+	}
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	if c.watchArmed || c.stopping {
+		return
+	}
+	c.watchArmed = true
+	d := c.s.WatchAfter
+	if d <= 0 {
+		d = defaultWatchAfter
+	}
+	if c.watchTimer == nil {
+		c.watchTimer = time.AfterFunc(d, c.watch)
+	} else {
+		c.watchTimer.Reset(d)
+	}
+}
+
+func (c *conn) watch() {
+	c.watchMu.Lock()
+	if !c.watchArmed || c.stopping {
+		c.watchMu.Unlock()
+		c.watchDone <- struct{}{}
+		return
+	}
+	c.watching = true
+	c.watchMu.Unlock()
+
+	n, err := c.nc.Read(c.r.byteBuf[:])
+
+	c.watchMu.Lock()
+	c.watching = false
+	if n == 1 {
+		c.r.hasByte = true
+	}
+	if err != nil && !c.stopping {
+		c.gone = true
+		c.cancel()
+	}
+	c.watchMu.Unlock()
+	c.watchDone <- struct{}{}
+}
+
+// disarm ends the watch of the request that just ended, waiting for a watch read to return.
+func (c *conn) disarm() {
+	c.watchMu.Lock()
+	c.stopping = true
+	armed := c.watchArmed
+	c.watchArmed = false
+	c.watchMu.Unlock()
+	if !armed || c.watchTimer.Stop() {
+		return // the timer never fired: no watch ran
+	}
+	c.watchMu.Lock()
+	if c.watching {
+		_ = c.nc.SetReadDeadline(aLongTimeAgo)
+	}
+	c.watchMu.Unlock()
+	<-c.watchDone
+	_ = c.nc.SetReadDeadline(time.Time{})
+}
+
+func (c *conn) isGone() bool {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	return c.gone
+}

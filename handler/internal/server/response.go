@@ -1,0 +1,339 @@
+package server
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// response is the http.ResponseWriter of one request. Headers go out with the first body bytes
+// that cannot wait (a Flush, a known Content-Length, or more than fits the hold buffer), or at
+// the end; a body of unknown length that ends before that gets an exact Content-Length,
+// otherwise it is sent chunked (to an HTTP/1.0 client: until the connection closes).
+type response struct {
+	c      *conn
+	req    *http.Request
+	body   *requestBody
+	header http.Header
+
+	status      int
+	wroteHeader bool  // WriteHeader was called, or implied by a Write
+	sent        bool  // the status line and headers are in bw
+	length      int64 // the handler's Content-Length; -1 if it set none
+	written     int64 // body bytes accepted
+	hold        []byte
+	chunked     bool
+	bodyless    bool // a HEAD request, or a status that has no body
+	closeAfter  bool // the connection ends after this response
+	bw          *bufio.Writer
+	err         error
+}
+
+// holdLimit is how much of a body of unknown length is held back to send it with an exact
+// Content-Length; error answers and small replies fit.
+const holdLimit = 4 << 10
+
+// newResponse starts the response to req. The header map is the connection's, emptied: a
+// handler may not keep it once it has returned, so one map serves every request.
+func newResponse(c *conn, req *http.Request, body *requestBody) *response {
+	if c.header == nil {
+		c.header = make(http.Header, 16)
+	}
+	clear(c.header)
+	return &response{c: c, req: req, body: body, header: c.header, length: -1, closeAfter: req.Close}
+}
+
+func (w *response) Header() http.Header { return w.header }
+
+func (w *response) bodyDone() bool { return w.body.eof }
+
+func (w *response) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	if code < 200 || code > 999 {
+		if code >= 100 && code < 200 {
+			return // informational answers are not sent; the final one follows
+		}
+		code = http.StatusInternalServerError
+	}
+	w.wroteHeader, w.status = true, code
+	w.bodyless = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if v := w.header["Content-Length"]; len(v) > 0 {
+		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 && len(v) == 1 {
+			w.length = n
+		} else {
+			delete(w.header, "Content-Length")
+		}
+	}
+	if httpguts.HeaderValuesContainsToken(w.header["Connection"], "close") {
+		w.closeAfter = true
+	}
+}
+
+func (w *response) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.bodyless {
+		if w.req.Method == http.MethodHead {
+			w.written += int64(len(p))
+			return len(p), nil
+		}
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.length >= 0 && w.written+int64(len(p)) > w.length {
+		return 0, http.ErrContentLength
+	}
+	w.written += int64(len(p))
+	if !w.sent {
+		if w.length < 0 && len(w.hold)+len(p) <= holdLimit {
+			w.hold = append(w.hold, p...)
+			return len(p), nil
+		}
+		w.sendHeader(false)
+	}
+	w.writeBody(p)
+	if w.err != nil {
+		return 0, w.err
+	}
+	return len(p), nil
+}
+
+// FlushError sends what is written so far; http.ResponseController.Flush calls it.
+func (w *response) FlushError() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if !w.sent {
+		w.sendHeader(false)
+	}
+	if err := w.bw.Flush(); err != nil {
+		w.fail(err)
+	}
+	return w.err
+}
+
+// Flush implements http.Flusher.
+func (w *response) Flush() { _ = w.FlushError() }
+
+// SetReadDeadline and SetWriteDeadline serve http.ResponseController.
+func (w *response) SetReadDeadline(t time.Time) error  { return w.c.nc.SetReadDeadline(t) }
+func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
+
+// finish completes the response after the handler returned.
+func (w *response) finish() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return
+	}
+	if !w.sent {
+		w.sendHeader(true)
+	}
+	switch {
+	case w.chunked:
+		w.writeString("0\r\n\r\n")
+	case w.length >= 0 && w.written < w.length && !w.bodyless:
+		// The handler promised more than it wrote: the client must not wait for the rest.
+		w.closeAfter = true
+	}
+	if w.err == nil {
+		if err := w.bw.Flush(); err != nil {
+			w.fail(err)
+		}
+	}
+}
+
+// sendHeader writes the status line and headers; final means the handler has returned, so a
+// held body's length is known.
+func (w *response) sendHeader(final bool) {
+	w.sent = true
+	w.bw = writers.Get().(*bufio.Writer)
+	w.bw.Reset(w.c.nc)
+	h := w.header
+	delete(h, "Transfer-Encoding")
+	switch {
+	case w.bodyless && w.req.Method != http.MethodHead:
+		delete(h, "Content-Length")
+		w.length = 0
+	case w.bodyless: // HEAD: say the length the body would have had, when it is known
+		if w.length < 0 && final && w.written > 0 {
+			h.Set("Content-Length", strconv.FormatInt(w.written, 10))
+		}
+	case w.length >= 0:
+	case final:
+		w.length = int64(len(w.hold))
+		h.Set("Content-Length", strconv.Itoa(len(w.hold)))
+	case w.req.ProtoAtLeast(1, 1):
+		w.chunked = true
+	default: // HTTP/1.0 and no length: the body ends when the connection does
+		w.closeAfter = true
+	}
+	if w.c.s.closing.Load() || !w.bodyDone() {
+		// A body the handler did not read to its end (or was never asked for with 100
+		// Continue) is not read on its behalf: the connection ends after this answer.
+		w.closeAfter = true
+	}
+	w.writeString("HTTP/1.1 ")
+	w.writeString(statusLine(w.status))
+	w.writeString("\r\n")
+	for k, vv := range h {
+		if k == "Connection" || !httpguts.ValidHeaderFieldName(k) {
+			continue
+		}
+		for _, v := range vv {
+			w.writeString(k)
+			w.writeString(": ")
+			w.writeValue(v)
+			w.writeString("\r\n")
+		}
+	}
+	if _, ok := h["Date"]; !ok {
+		w.writeString("Date: ")
+		w.writeString(httpDate())
+		w.writeString("\r\n")
+	}
+	if w.chunked {
+		w.writeString("Transfer-Encoding: chunked\r\n")
+	}
+	switch {
+	case w.closeAfter:
+		w.writeString("Connection: close\r\n")
+	case !w.req.ProtoAtLeast(1, 1):
+		w.writeString("Connection: keep-alive\r\n")
+	}
+	w.writeString("\r\n")
+	if len(w.hold) > 0 {
+		held := w.hold
+		w.hold = nil
+		w.writeBody(held)
+	}
+}
+
+func (w *response) writeBody(p []byte) {
+	if len(p) == 0 || w.err != nil || w.bodyless {
+		return
+	}
+	if w.chunked {
+		var size [16]byte
+		w.writeBytes(strconv.AppendInt(size[:0], int64(len(p)), 16))
+		w.writeString("\r\n")
+		w.writeBytes(p)
+		w.writeString("\r\n")
+		return
+	}
+	w.writeBytes(p)
+}
+
+// writeValue writes a header value with any control character (a CR or LF above all) as a
+// space, so that no value can end the header early.
+func (w *response) writeValue(v string) {
+	clean := true
+	for i := 0; i < len(v); i++ {
+		if b := v[i]; b < ' ' && b != '\t' || b == 0x7f {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		w.writeString(v)
+		return
+	}
+	b := []byte(v)
+	for i, c := range b {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			b[i] = ' '
+		}
+	}
+	w.writeBytes(b)
+}
+
+func (w *response) writeString(s string) {
+	if w.err == nil {
+		if _, err := w.bw.WriteString(s); err != nil {
+			w.fail(err)
+		}
+	}
+}
+
+func (w *response) writeBytes(p []byte) {
+	if w.err == nil {
+		if _, err := w.bw.Write(p); err != nil {
+			w.fail(err)
+		}
+	}
+}
+
+func (w *response) fail(err error) {
+	w.err = err
+	w.closeAfter = true
+}
+
+// release gives the write buffer back.
+func (w *response) release() {
+	if w.bw != nil {
+		w.bw.Reset(nil)
+		writers.Put(w.bw)
+		w.bw = nil
+	}
+}
+
+// statusLine is "200 OK" for 200.
+func statusLine(code int) string {
+	if code == http.StatusOK {
+		return "200 OK"
+	}
+	text := http.StatusText(code)
+	if text == "" {
+		text = "status code " + strconv.Itoa(code)
+	}
+	return strconv.Itoa(code) + " " + text
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// httpDate is the Date header's value, formatted once a second.
+func httpDate() string {
+	now := time.Now()
+	sec := now.Unix()
+	if d := cachedDate.Load(); d != nil && d.sec == sec {
+		return d.text
+	}
+	d := &dateText{sec: sec, text: now.UTC().Format(http.TimeFormat)}
+	cachedDate.Store(d)
+	return d.text
+}
+
+type dateText struct {
+	sec  int64
+	text string
+}
+
+var cachedDate atomic.Pointer[dateText]
+
+// errorJSON is the Azure OpenAI error shape.
+func errorJSON(code, message string) []byte {
+	b, _ := json.Marshal(struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}{Error: struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{code, message}})
+	return b
+}

@@ -1,0 +1,200 @@
+// Package server is the gateway's HTTP/1.1 server: the Functions host (or Front Door, or an
+// app) speaks HTTP/1.1 to the custom handler, and this serves it with less work per request
+// than net/http's server. Requests are parsed by net/http's own parser (http.ReadRequest) and
+// checked as net/http's server checks them; handlers are ordinary http.Handlers. What it leaves
+// out: HTTP/2, TLS, Hijack and content sniffing, none of which a custom handler needs.
+//
+// Where it saves: a connection's goroutine parses, serves and answers each request itself, with
+// buffers from pools; and it does not start a read on the connection after every request's body
+// to notice a caller that leaves. That watch (a goroutine and a read that net/http starts for
+// every request) starts only once a request has taken longer than WatchAfter, so answers that
+// come back at once never pay for it, while a caller that leaves a long completion still has the
+// upstream call cancelled within WatchAfter.
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server serves HTTP/1.1 on listeners. Set its fields before Serve.
+type Server struct {
+	Handler http.Handler
+	// ReadHeaderTimeout bounds reading a request's line and headers, from its first byte.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a kept-alive connection that sends no request for this long.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's line and headers; larger ones get 431.
+	MaxHeaderBytes int
+	// WatchAfter is how long a request runs before its connection is watched for the caller
+	// leaving (which cancels the request's context). Zero means 50 ms.
+	WatchAfter time.Duration
+	// Logger receives the server's own errors (a panic in a handler); nil discards them.
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   atomic.Bool
+	done      chan struct{} // closed by Shutdown or Close
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = http.ErrServerClosed
+
+const (
+	defaultWatchAfter = 50 * time.Millisecond
+	defaultMaxHeader  = 1 << 20
+)
+
+func (s *Server) init() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+		s.done = make(chan struct{})
+	}
+}
+
+// Serve accepts connections on ln until Shutdown or Close, and returns ErrServerClosed then.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				// Out of file descriptors or a transient accept error: wait and try again,
+				// as net/http does, rather than give up serving.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(backoff):
+				case <-s.done:
+				}
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := s.newConn(nc)
+		if c == nil {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in flight finish (their
+// connections close after the response), and returns when none is left or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if s.wakeIdle() == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops accepting and closes every connection at once.
+func (s *Server) Close() error {
+	s.init()
+	s.stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	return nil
+}
+
+func (s *Server) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Swap(true) {
+		return
+	}
+	close(s.done)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// wakeIdle interrupts the wait of every idle connection, which then sees the server closing and
+// ends, and reports how many connections are left. It is repeated until none is: a connection
+// that turns idle just after being passed over is caught by the next round.
+func (s *Server) wakeIdle() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.idle.Load() {
+			_ = c.nc.SetReadDeadline(aLongTimeAgo)
+		}
+	}
+	return len(s.conns)
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), watchDone: make(chan struct{}, 1)}
+	c.r = connReader{nc: nc, remain: -1}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	return c
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) logError(msg string, args ...any) {
+	if s.Logger != nil {
+		s.Logger.Error(msg, args...)
+	}
+}
+
+// aLongTimeAgo is a deadline in the past: setting it ends a blocked read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// readers and writers are pooled: an idle keep-alive connection holds only its read buffer.
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
