@@ -316,8 +316,7 @@ type attempt struct {
 	// Set when the attempt produced a response to commit.
 	resp     *http.Response
 	cancel   context.CancelCauseFunc
-	deadline *time.Timer // the request's overall deadline, cancelling this attempt
-	idle     *time.Timer
+	watch    watchdog
 	head     []byte // the buffered start of a plain body
 	complete bool   // head is the whole body
 	events   *eventReader
@@ -326,10 +325,7 @@ type attempt struct {
 }
 
 func (a *attempt) close() {
-	a.deadline.Stop()
-	if a.idle != nil {
-		a.idle.Stop()
-	}
+	a.watch.stop()
 	if a.resp != nil {
 		a.resp.Body.Close()
 	}
@@ -392,7 +388,6 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 	}()
 	actx, cancel := context.WithCancelCause(callerCtx)
 	a.cancel = cancel
-	a.deadline = time.AfterFunc(deadline.Sub(a.start), func() { cancel(errRequestDeadline) })
 
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, "", nil)
 	if err != nil {
@@ -404,6 +399,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 	a.body.Reset(body)
 	req.Body, req.ContentLength = &a.body, int64(len(body))
 	req.GetBody = func() (io.ReadCloser, error) { return newReplayBody(body), nil }
+	req.Header = make(http.Header, len(c.inHeader)+2) // room for the credential, no growing
 	outboundHeaders(req.Header, c.inHeader, c.info.stream)
 	if err := g.opt.Credentials.Authorize(actx, t.Account, req.Header); err != nil {
 		// Not the target's fault (Key Vault not read yet, no token): skip it, hold nothing against it.
@@ -413,7 +409,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 	}
 
 	to := g.opt.Timeouts
-	headerWait, headerErr := to.FirstByte.D(), errFirstEventTimeout
+	headerWait, headerStage := to.FirstByte.D(), waitFirstEvent
 	if !c.info.stream {
 		// Azure OpenAI sends a non-streaming answer's headers only when it is complete.
 		tokens := c.info.outputTokens
@@ -421,10 +417,9 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 			tokens = to.DefaultOutputTokens
 		}
 		headerWait = to.FirstByte.D() + time.Duration(min(int64(tokens), math.MaxInt32))*to.PerOutputToken.D()
-		headerErr = errHeaderTimeout
+		headerStage = waitHeaders
 	}
-	stage := time.AfterFunc(headerWait, func() { cancel(headerErr) })
-	defer stage.Stop()
+	a.watch.start(cancel, deadline, headerWait, headerStage)
 
 	resp, err := g.opt.Transport.RoundTrip(req)
 	if err != nil {
@@ -464,7 +459,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 
 	a.resp = resp
 	if isEventStream(headerValue(resp.Header, "Content-Type")) {
-		// The stage timer keeps running: the first event must come within FirstByte of the start.
+		// The wait keeps running: the first event must come within FirstByte of the start.
 		a.events = newEventReader(resp.Body, g.opt.Logger)
 		ev, err := a.events.next()
 		if err != nil {
@@ -479,9 +474,8 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 		}
 		a.first = ev
 	} else {
-		stage.Stop()
-		a.idle = time.AfterFunc(to.StreamIdle.D(), func() { cancel(errIdleTimeout) })
-		head, complete, err := readHead(resp.Body, a.idle, to.StreamIdle.D())
+		a.watch.arm(to.StreamIdle.D(), waitIdle)
+		head, complete, err := readHead(resp.Body, &a.watch, to.StreamIdle.D())
 		if err != nil {
 			a.resp = nil
 			resp.Body.Close()
@@ -497,10 +491,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 
 func (g *Gateway) done(a *attempt, kind state.Kind, status int, reason string) *attempt {
 	a.kind, a.status, a.reason = kind, status, reason
-	a.deadline.Stop()
-	if a.idle != nil {
-		a.idle.Stop()
-	}
+	a.watch.stop()
 	a.cancel(context.Canceled)
 	return a
 }
@@ -570,7 +561,7 @@ func putHead(b []byte) {
 	}
 }
 
-func readHead(body io.Reader, idle *time.Timer, idleWait time.Duration) ([]byte, bool, error) {
+func readHead(body io.Reader, watch *watchdog, idleWait time.Duration) ([]byte, bool, error) {
 	buf := (*headPool.Get().(*[]byte))[:0]
 	for len(buf) < headLimit {
 		if len(buf) == cap(buf) {
@@ -579,7 +570,7 @@ func readHead(body io.Reader, idle *time.Timer, idleWait time.Duration) ([]byte,
 		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if n > 0 {
-			idle.Reset(idleWait)
+			watch.arm(idleWait, waitIdle)
 		}
 		if err == io.EOF {
 			return buf, true, nil

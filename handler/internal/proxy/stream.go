@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/aoai-failover/gateway/handler/internal/state"
 )
@@ -47,17 +46,21 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 	if _, err := w.Write(a.head); err != nil {
 		return
 	}
-	c.log.usage = findUsage(a.head)
 	if a.complete {
+		// The answer is whole: send it now, and do the bookkeeping (usage, the log line)
+		// after the caller has it rather than before.
+		_ = rc.Flush()
+		c.log.usage = findUsage(a.head)
 		return
 	}
+	c.log.usage = findUsage(a.head)
 	_ = rc.Flush()
 	buf := make([]byte, 32<<10)
 	idle := g.opt.Timeouts.StreamIdle.D()
 	for {
 		n, err := a.resp.Body.Read(buf)
 		if n > 0 {
-			a.idle.Reset(idle)
+			a.watch.arm(idle, waitIdle)
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return // the caller left; closing the attempt cancels the upstream call
 			}
@@ -81,7 +84,7 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 // stream, or a failure, which the caller learns of through an in-band error event.
 func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController, callerCtx context.Context, c *call, a *attempt) {
 	idleWait := g.opt.Timeouts.StreamIdle.D()
-	a.idle = time.AfterFunc(idleWait, func() { a.cancel(errIdleTimeout) })
+	a.watch.arm(idleWait, waitIdle)
 	ev := a.first
 	for {
 		if c.log.firstToken == 0 && hasContent(ev) {
@@ -104,7 +107,7 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 				return
 			}
 		}
-		a.idle.Reset(idleWait)
+		a.watch.arm(idleWait, waitIdle)
 		var err error
 		ev, err = a.events.next()
 		if errors.Is(err, io.EOF) {

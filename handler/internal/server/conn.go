@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -81,8 +82,11 @@ func (c *conn) next() bool {
 // serveOne reads one request and answers it, and reports whether the connection may carry
 // another.
 func (c *conn) serveOne() (keep bool) {
-	if d := c.s.ReadHeaderTimeout; d > 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	// The idle wait's deadline is still set. A head already read whole (the usual case) needs
+	// no deadline of its own; otherwise the rest of it must come within ReadHeaderTimeout.
+	headTimed := c.s.ReadHeaderTimeout > 0 && !c.headBuffered()
+	if headTimed {
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.ReadHeaderTimeout))
 	} else {
 		_ = c.nc.SetReadDeadline(time.Time{})
 	}
@@ -111,12 +115,17 @@ func (c *conn) serveOne() (keep bool) {
 		}
 		return false
 	}
-	if e := req.Header.Get("Expect"); e != "" && !expectsContinue(req) {
+	if e := req.Header["Expect"]; len(e) > 0 && req.ProtoAtLeast(1, 1) &&
+		!httpguts.HeaderValuesContainsToken(e, "100-continue") {
+		// HTTP/1.0 servers ignore Expect (RFC 9110 10.1.1); an HTTP/1.1 expectation other than
+		// 100-continue cannot be met.
 		cancel()
 		c.reject(http.StatusExpectationFailed, "ExpectationFailed", "the only expectation served is 100-continue")
 		return false
 	}
-	_ = c.nc.SetReadDeadline(time.Time{})
+	if headTimed {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
 
 	req.RemoteAddr = c.remote
 	b := &requestBody{c: c, rc: req.Body, continueNeeded: expectsContinue(req)}
@@ -126,6 +135,7 @@ func (c *conn) serveOne() (keep bool) {
 	req.Body = b
 
 	w := newResponse(c, req, b)
+	b.w = w
 	c.arm(cancel, b.eof)
 	aborted := c.handle(w, req)
 	c.disarm()
@@ -154,6 +164,14 @@ func (c *conn) lingerClose() {
 	_ = c.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 	_, _ = io.CopyN(io.Discard, c.nc, 4<<20)
 }
+
+// headBuffered reports whether a whole request head is already in the read buffer.
+func (c *conn) headBuffered() bool {
+	buf, _ := c.br.Peek(c.br.Buffered())
+	return bytes.Contains(buf, headEnd)
+}
+
+var headEnd = []byte("\r\n\r\n")
 
 // handle runs the handler. A panic ends the connection: http.ErrAbortHandler quietly (a
 // handler breaking a response it had started on purpose), anything else with a log line.
@@ -188,6 +206,8 @@ func (c *conn) reject(status int, code, message string) {
 	writers.Put(bw)
 }
 
+// expectsContinue: the client waits for 100 Continue before it sends its body (an HTTP/1.0
+// client, or one with no body, does not).
 func expectsContinue(req *http.Request) bool {
 	return req.ProtoAtLeast(1, 1) && req.ContentLength != 0 &&
 		httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue")
@@ -243,6 +263,7 @@ var errHeaderTooLarge = errors.New("request headers too large")
 // be watched.
 type requestBody struct {
 	c              *conn
+	w              *response // the answer: no 100 Continue once it has started
 	rc             io.ReadCloser
 	continueNeeded bool
 	eof            bool
@@ -254,8 +275,12 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	}
 	if b.continueNeeded {
 		b.continueNeeded = false
-		if _, err := io.WriteString(b.c.nc, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
-			return 0, err
+		// Once the final response has begun, a 100 Continue would land inside it: the client
+		// then sends its body on its own, or never, and the connection closes after the answer.
+		if b.w == nil || !b.w.sent {
+			if _, err := io.WriteString(b.c.nc, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+				return 0, err
+			}
 		}
 	}
 	n, err := b.rc.Read(p)

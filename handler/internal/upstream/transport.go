@@ -59,6 +59,13 @@ type conn struct {
 	key       poolKey
 	idleSince time.Time
 	reused    bool
+	cancelled atomic.Bool // the exchange in progress was cancelled
+}
+
+// abort ends the exchange in progress at once, whatever it is blocked on.
+func (c *conn) abort() {
+	c.cancelled.Store(true)
+	_ = c.nc.SetDeadline(time.Unix(1, 0))
 }
 
 var errClosed = errors.New("upstream: response body closed")
@@ -194,15 +201,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // exchange writes req on c and reads the response head. retry reports a failure on a reused
 // connection before any response byte arrived.
 func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*http.Response, bool, error) {
-	var cancelled atomic.Bool
-	stop := context.AfterFunc(ctx, func() {
-		cancelled.Store(true)
-		_ = c.nc.SetDeadline(time.Unix(1, 0)) // unblock any read or write at once
-	})
+	c.cancelled.Store(false)
+	stop := context.AfterFunc(ctx, c.abort)
 	fail := func(err error) (*http.Response, bool, error) {
 		stop()
 		c.nc.Close()
-		if cancelled.Load() || ctx.Err() != nil {
+		if c.cancelled.Load() || ctx.Err() != nil {
 			return nil, false, ctx.Err()
 		}
 		return nil, c.reused, err

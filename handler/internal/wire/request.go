@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/url"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -48,11 +49,16 @@ func ReadRequest(ctx context.Context, br *bufio.Reader) (*http.Request, error) {
 		}
 	}
 	uri := string(target)
-	req, err := http.NewRequestWithContext(ctx, methodName(method), uri, nil)
+	// As net/http reads a request target: "//a/b" is a path, never a host named a.
+	u, err := url.ParseRequestURI(uri)
 	if err != nil {
 		return nil, ErrBadRequestURI
 	}
-	req.RequestURI = uri
+	req, err := http.NewRequestWithContext(ctx, methodName(method), "", nil)
+	if err != nil {
+		return nil, ErrMalformed
+	}
+	req.URL, req.Host, req.RequestURI = u, u.Host, uri
 	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.1", 1, minor
 	if minor == 0 {
 		req.Proto = "HTTP/1.0"

@@ -83,7 +83,9 @@ func frameResponse(resp *http.Response, br *bufio.Reader, req *http.Request) err
 		if !isChunked(te) {
 			return ErrBadEncoding
 		}
-		// Chunked framing wins over a length (RFC 9112 6.3), which is dropped.
+		// Chunked framing wins over a length (RFC 9112 6.3), which is dropped. In an HTTP/1.0
+		// message the framing is suspect (RFC 9112 6.1): read it, then close the connection.
+		resp.Close = resp.Close || resp.ProtoMinor == 0
 		delete(h, "Transfer-Encoding")
 		delete(h, "Content-Length")
 		resp.TransferEncoding, resp.ContentLength = []string{"chunked"}, -1

@@ -17,6 +17,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -94,15 +95,15 @@ func (sc *scratch) release() {
 func readHeader(br *bufio.Reader, sc *scratch) (http.Header, error) {
 	sc.text, sc.spans = sc.text[:0], sc.spans[:0]
 	for n := 0; ; n++ {
-		if n == MaxHeaderLines {
-			return nil, ErrHeadTooLong
-		}
 		line, err := readLine(br, sc)
 		if err != nil {
 			return nil, err
 		}
 		if len(line) == 0 {
 			break
+		}
+		if n == MaxHeaderLines {
+			return nil, ErrHeadTooLong
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			return nil, ErrMalformed // obsolete line folding (RFC 9112 5.2)
@@ -153,27 +154,43 @@ func validValue(v []byte) bool {
 }
 
 // names maps header names as they arrive to their canonical form, so that a name seen before
-// costs no allocation. It stops growing at a bound: no peer can make it large.
-var names = struct {
-	sync.RWMutex
-	m map[string]string
-}{m: map[string]string{}}
+// costs no allocation. Reads take no lock (the map is replaced, never changed, when a name is
+// added); it stops growing at a bound, so no peer can make it large.
+var (
+	names   atomic.Pointer[map[string]string]
+	namesMu sync.Mutex
+)
 
 func canonicalName(b []byte) string {
-	names.RLock()
-	s, ok := names.m[string(b)]
-	names.RUnlock()
-	if ok {
-		return s
+	if m := names.Load(); m != nil {
+		if s, ok := (*m)[string(b)]; ok {
+			return s
+		}
 	}
 	raw := string(b)
-	s = textproto.CanonicalMIMEHeaderKey(raw)
-	names.Lock()
-	if len(names.m) < 512 {
-		names.m[raw] = s
+	s := textproto.CanonicalMIMEHeaderKey(raw)
+	namesMu.Lock()
+	defer namesMu.Unlock()
+	old := names.Load()
+	if old != nil && len(*old) >= 512 {
+		return s
 	}
-	names.Unlock()
+	m := make(map[string]string, 1+lenOf(old))
+	if old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	m[raw] = s
+	names.Store(&m)
 	return s
+}
+
+func lenOf(m *map[string]string) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
 }
 
 // parseLength accepts one length, or several copies of the same one (RFC 9110 8.6).
@@ -232,8 +249,8 @@ func (b *lengthBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.br.Read(p)
 	b.n -= int64(n)
-	if err == io.EOF {
-		return n, io.ErrUnexpectedEOF
+	if err == io.EOF && b.n > 0 {
+		return n, io.ErrUnexpectedEOF // the connection ended before the body did
 	}
 	if err == nil && b.n == 0 {
 		err = io.EOF

@@ -1,0 +1,503 @@
+package wire
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestReadRequest(t *testing.T) {
+	tests := []struct {
+		name     string
+		raw      string
+		method   string
+		path     string
+		rawQuery string
+		host     string
+		proto    string
+		header   http.Header
+		length   int64
+		chunked  bool
+		body     string
+		close    bool
+	}{
+		{
+			name: "chat completions POST",
+			raw: "POST /openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21 HTTP/1.1\r\n" +
+				"Host: gw.example.net\r\napi-key: k1\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n" +
+				`{"messages":[1]}` + "\n",
+			method: "POST", path: "/openai/deployments/gpt-4o/chat/completions", rawQuery: "api-version=2024-10-21",
+			host: "gw.example.net", proto: "HTTP/1.1",
+			header: http.Header{"Api-Key": {"k1"}, "Content-Type": {"application/json"}, "Content-Length": {"17"}},
+			length: 17, body: `{"messages":[1]}` + "\n",
+		},
+		{
+			name:   "absolute form takes Host from the URL",
+			raw:    "GET http://upstream.example:8080/models?a=1&b=2 HTTP/1.1\r\nHost: ignored.example\r\n\r\n",
+			method: "GET", path: "/models", rawQuery: "a=1&b=2", host: "upstream.example:8080", proto: "HTTP/1.1",
+			header: http.Header{},
+		},
+		{
+			name:   "https absolute form",
+			raw:    "DELETE https://h.example/x HTTP/1.1\r\nHost: h.example\r\n\r\n",
+			method: "DELETE", path: "/x", host: "h.example", proto: "HTTP/1.1", header: http.Header{},
+		},
+		{
+			name: "canonical names, repeated values in order, trimmed values",
+			raw: "PATCH /p HTTP/1.1\r\nhost: h\r\nx-ms-client-request-id:  abc \t\r\nX-A: 1\r\nx-a: 2\r\nX-A:3\r\n" +
+				"API-KEY: k\r\nX-Empty:\r\n\r\n",
+			method: "PATCH", path: "/p", host: "h", proto: "HTTP/1.1",
+			header: http.Header{"X-Ms-Client-Request-Id": {"abc"}, "X-A": {"1", "2", "3"}, "Api-Key": {"k"}, "X-Empty": {""}},
+		},
+		{
+			name:   "bare LF line endings",
+			raw:    "PUT /f HTTP/1.1\nHost: h\nContent-Length: 3\n\nabc",
+			method: "PUT", path: "/f", host: "h", proto: "HTTP/1.1",
+			header: http.Header{"Content-Length": {"3"}}, length: 3, body: "abc",
+		},
+		{
+			name:   "chunked body with trailer",
+			raw:    "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n",
+			method: "POST", path: "/c", host: "h", proto: "HTTP/1.1",
+			header: http.Header{}, length: -1, chunked: true, body: "hello world",
+		},
+		{
+			name:   "identical Content-Length values",
+			raw:    "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+			method: "POST", path: "/", host: "h", proto: "HTTP/1.1",
+			header: http.Header{"Content-Length": {"2", "2"}}, length: 2, body: "ok",
+		},
+		{
+			name:   "HTTP/1.1 Connection close",
+			raw:    "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n",
+			method: "GET", path: "/", host: "h", proto: "HTTP/1.1",
+			header: http.Header{"Connection": {"keep-alive, Close"}}, close: true,
+		},
+		{
+			name:   "HTTP/1.0 without Host closes by default",
+			raw:    "GET /old HTTP/1.0\r\n\r\n",
+			method: "GET", path: "/old", proto: "HTTP/1.0", header: http.Header{}, close: true,
+		},
+		{
+			name:   "HTTP/1.0 keep-alive",
+			raw:    "POST /old HTTP/1.0\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\nx",
+			method: "POST", path: "/old", proto: "HTTP/1.0",
+			header: http.Header{"Connection": {"Keep-Alive"}, "Content-Length": {"1"}}, length: 1, body: "x",
+		},
+		{
+			name:   "extension method",
+			raw:    "PROPFIND /d HTTP/1.1\r\nHost: h\r\n\r\n",
+			method: "PROPFIND", path: "/d", host: "h", proto: "HTTP/1.1", header: http.Header{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			br := bufio.NewReader(strings.NewReader(tt.raw))
+			req, err := ReadRequest(context.Background(), br)
+			if err != nil {
+				t.Fatalf("ReadRequest: %v", err)
+			}
+			if req.Method != tt.method || req.URL.Path != tt.path || req.URL.RawQuery != tt.rawQuery ||
+				req.Host != tt.host || req.Proto != tt.proto {
+				t.Errorf("got %s %q ?%q host %q %s; want %s %q ?%q host %q %s", req.Method, req.URL.Path,
+					req.URL.RawQuery, req.Host, req.Proto, tt.method, tt.path, tt.rawQuery, tt.host, tt.proto)
+			}
+			if !reflect.DeepEqual(req.Header, tt.header) {
+				t.Errorf("header = %v, want %v", req.Header, tt.header)
+			}
+			if req.ContentLength != tt.length || req.Close != tt.close {
+				t.Errorf("ContentLength, Close = %d, %v; want %d, %v", req.ContentLength, req.Close, tt.length, tt.close)
+			}
+			if got := len(req.TransferEncoding) == 1 && req.TransferEncoding[0] == "chunked"; got != tt.chunked {
+				t.Errorf("TransferEncoding = %v", req.TransferEncoding)
+			}
+			if req.RequestURI == "" || req.Context() == nil {
+				t.Errorf("RequestURI %q, context %v", req.RequestURI, req.Context())
+			}
+			body, err := io.ReadAll(req.Body)
+			if err != nil || string(body) != tt.body {
+				t.Errorf("body = %q, %v; want %q", body, err, tt.body)
+			}
+			if n := br.Buffered(); n != 0 {
+				t.Errorf("%d bytes left after the message", n)
+			}
+		})
+	}
+}
+
+func TestReadRequestErrors(t *testing.T) {
+	const host = "Host: h\r\n"
+	tests := []struct {
+		name string
+		raw  string
+		want error
+	}{
+		{"missing Host on HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", ErrMalformed},
+		{"two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", ErrMalformed},
+		{"invalid Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", ErrMalformed},
+		{"two-part request line", "GET /\r\n" + host + "\r\n", ErrMalformed},
+		{"empty method", " / HTTP/1.1\r\n" + host + "\r\n", ErrMalformed},
+		{"method with a separator", "GE(T / HTTP/1.1\r\n" + host + "\r\n", ErrMalformed},
+		{"not HTTP", "GET / FTP/1.1\r\n" + host + "\r\n", ErrMalformed},
+		{"lower-case version", "GET / http/1.1\r\n" + host + "\r\n", ErrMalformed},
+		{"header without colon", "GET / HTTP/1.1\r\n" + host + "NoColon\r\n\r\n", ErrMalformed},
+		{"space before colon", "GET / HTTP/1.1\r\n" + host + "X-A : 1\r\n\r\n", ErrMalformed},
+		{"empty name", "GET / HTTP/1.1\r\n" + host + ": 1\r\n\r\n", ErrMalformed},
+		{"obsolete line folding", "GET / HTTP/1.1\r\n" + host + "X-A: 1\r\n 2\r\n\r\n", ErrMalformed},
+		{"folding on the first line", "GET / HTTP/1.1\r\n X-A: 1\r\n" + host + "\r\n", ErrMalformed},
+		{"CR in a value", "GET / HTTP/1.1\r\n" + host + "X-A: a\rb\r\n\r\n", ErrMalformed},
+		{"NUL in a value", "GET / HTTP/1.1\r\n" + host + "X-A: a\x00b\r\n\r\n", ErrMalformed},
+		{"DEL in a value", "GET / HTTP/1.1\r\n" + host + "X-A: a\x7fb\r\n\r\n", ErrMalformed},
+		{"HTTP/2.0", "GET / HTTP/2.0\r\n" + host + "\r\n", ErrBadVersion},
+		{"HTTP/1.2", "GET / HTTP/1.2\r\n" + host + "\r\n", ErrBadVersion},
+		{"asterisk form", "OPTIONS * HTTP/1.1\r\n" + host + "\r\n", ErrBadRequestURI},
+		{"authority form", "CONNECT h:443 HTTP/1.1\r\n" + host + "\r\n", ErrBadRequestURI},
+		{"fragment", "GET /a#b HTTP/1.1\r\n" + host + "\r\n", ErrBadRequestURI},
+		{"other scheme", "GET ftp://h/a HTTP/1.1\r\n" + host + "\r\n", ErrBadRequestURI},
+		{"bad escape", "GET /a%zz HTTP/1.1\r\n" + host + "\r\n", ErrBadRequestURI},
+		{"control char in target", "GET /a\x01b HTTP/1.1\r\n" + host + "\r\n", ErrBadRequestURI},
+		{"empty target", "GET  HTTP/1.1\r\n" + host + "\r\n", ErrBadRequestURI},
+		{"letters in Content-Length", "POST / HTTP/1.1\r\n" + host + "Content-Length: 1a\r\n\r\n", ErrBadLength},
+		{"negative Content-Length", "POST / HTTP/1.1\r\n" + host + "Content-Length: -1\r\n\r\n", ErrBadLength},
+		{"signed Content-Length", "POST / HTTP/1.1\r\n" + host + "Content-Length: +1\r\n\r\n", ErrBadLength},
+		{"empty Content-Length", "POST / HTTP/1.1\r\n" + host + "Content-Length:\r\n\r\n", ErrBadLength},
+		{"Content-Length list", "POST / HTTP/1.1\r\n" + host + "Content-Length: 1, 1\r\n\r\n", ErrBadLength},
+		{"different Content-Lengths", "POST / HTTP/1.1\r\n" + host + "Content-Length: 1\r\nContent-Length: 2\r\n\r\n", ErrBadLength},
+		{"overflowing Content-Length", "POST / HTTP/1.1\r\n" + host + "Content-Length: 99999999999999999999\r\n\r\n", ErrBadLength},
+		{"gzip coding", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: gzip\r\n\r\n", ErrBadEncoding},
+		{"coding list", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: gzip, chunked\r\n\r\n", ErrBadEncoding},
+		{"two TE headers", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", ErrBadEncoding},
+		{"chunked on HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", ErrBadEncoding},
+		{"length and chunked", "POST / HTTP/1.1\r\n" + host + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", ErrLengthAndTE},
+		{"too many header lines", "GET / HTTP/1.1\r\n" + host + strings.Repeat("X-A: 1\r\n", MaxHeaderLines+1) + "\r\n", ErrHeadTooLong},
+		{"line over 64 KiB", "GET / HTTP/1.1\r\n" + host + "X-A: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", ErrHeadTooLong},
+		{"request line over 64 KiB", "GET /" + strings.Repeat("a", 70<<10) + " HTTP/1.1\r\n" + host + "\r\n", ErrHeadTooLong},
+		{"empty input", "", io.EOF},
+		{"cut inside a line", "GET / HTTP/1.1\r\nHo", io.ErrUnexpectedEOF},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := ReadRequest(context.Background(), bufio.NewReader(strings.NewReader(tt.raw)))
+			if !errors.Is(err, tt.want) || req != nil {
+				t.Fatalf("ReadRequest = %v, %v; want error %v", req, err, tt.want)
+			}
+			if strings.Contains(err.Error(), "h\r") || strings.Contains(err.Error(), "X-A") {
+				t.Errorf("error %q quotes the message", err)
+			}
+		})
+	}
+}
+
+func TestReadRequestLongLineWithinLimit(t *testing.T) {
+	// Longer than the read buffer but within the line bound: put together in one piece.
+	token := "Bearer " + strings.Repeat("t", 60<<10)
+	raw := "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: " + token + "\r\nX-After: 1\r\n\r\n"
+	req, err := ReadRequest(context.Background(), bufio.NewReaderSize(strings.NewReader(raw), 4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := req.Header.Get("Authorization"); got != token || req.Header.Get("X-After") != "1" {
+		t.Fatalf("Authorization has %d bytes, X-After %q", len(got), req.Header.Get("X-After"))
+	}
+}
+
+func TestReadRequestMaxHeaderLines(t *testing.T) {
+	raw := "GET / HTTP/1.1\r\nHost: h\r\n" + strings.Repeat("X-A: 1\r\n", MaxHeaderLines-1) + "\r\n"
+	if _, err := ReadRequest(context.Background(), bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatalf("%d header lines: %v", MaxHeaderLines, err)
+	}
+}
+
+func TestReadRequestDoubleSlashTarget(t *testing.T) {
+	raw := "GET //evil.example/openai/models?x=1 HTTP/1.1\r\nHost: gw.example\r\n\r\n"
+	req, err := ReadRequest(context.Background(), bufio.NewReader(strings.NewReader(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An origin-form target is all path (RFC 9112 3.2.1), as net/http reads it.
+	if req.URL.Path != "//evil.example/openai/models" || req.URL.Host != "" || req.Host != "gw.example" {
+		t.Fatalf("path %q, URL host %q, Host %q", req.URL.Path, req.URL.Host, req.Host)
+	}
+}
+
+func TestReadRequestBodies(t *testing.T) {
+	tests := []struct {
+		name    string
+		raw     string
+		body    string
+		bodyErr error
+	}{
+		{"length", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello", "hello", nil},
+		{"zero length", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", "", nil},
+		{"chunked without trailer", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "abc", nil},
+		{"chunked with trailers", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nA: 1\r\nB: 2\r\n\r\n", "abc", nil},
+		{"bare LF head and trailer end", "POST / HTTP/1.1\nHost: h\nTransfer-Encoding: chunked\n\n3\r\nabc\r\n0\r\nA: 1\n\n", "abc", nil},
+		// As in net/http: a chunk-size line must end in CRLF (a bare LF there is a smuggling vector).
+		{"bare LF chunk line", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n", "", errAny},
+		{"truncated length body", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nhel", "hel", io.ErrUnexpectedEOF},
+		{"truncated chunk", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\na\r\nhel", "hel", io.ErrUnexpectedEOF},
+		{"truncated trailer", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nA: 1\r\n", "abc", io.ErrUnexpectedEOF},
+		{"bad chunk size", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", "", errAny},
+	}
+	const next = "GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := tt.raw
+			if tt.bodyErr == nil {
+				raw += next // the body must end exactly where the next request starts
+			}
+			br := bufio.NewReaderSize(strings.NewReader(raw), 16)
+			req, err := ReadRequest(context.Background(), br)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(req.Body)
+			if string(body) != tt.body {
+				t.Errorf("body = %q, want %q", body, tt.body)
+			}
+			switch {
+			case tt.bodyErr == errAny:
+				if err == nil {
+					t.Errorf("body read: no error")
+				}
+				return
+			case tt.bodyErr != nil:
+				if !errors.Is(err, tt.bodyErr) {
+					t.Errorf("body read: %v, want %v", err, tt.bodyErr)
+				}
+				return
+			case err != nil:
+				t.Fatalf("body read: %v", err)
+			}
+			if n, err := req.Body.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Errorf("read after the end = %d, %v", n, err)
+			}
+			req2, err := ReadRequest(context.Background(), br)
+			if err != nil || req2.URL.Path != "/next" {
+				t.Fatalf("next request: %v, %v", req2, err)
+			}
+		})
+	}
+}
+
+func TestReadResponse(t *testing.T) {
+	const sse = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n"
+	tests := []struct {
+		name   string
+		method string
+		raw    string
+		code   int
+		status string
+		proto  string
+		header http.Header
+		length int64
+		body   string
+		close  bool
+	}{
+		{
+			name: "Azure OpenAI 200",
+			raw: "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\napim-request-id: 6e2b\r\n" +
+				"x-ratelimit-remaining-tokens: 79000\r\nContent-Length: 11\r\n\r\n{\"id\":\"c\"}\n",
+			code: 200, status: "200 OK", proto: "HTTP/1.1",
+			header: http.Header{"Content-Type": {"application/json"}, "Apim-Request-Id": {"6e2b"},
+				"X-Ratelimit-Remaining-Tokens": {"79000"}, "Content-Length": {"11"}},
+			length: 11, body: "{\"id\":\"c\"}\n",
+		},
+		{
+			name: "chunked SSE drops a Content-Length",
+			raw: "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n" +
+				chunk(sse[:30]) + chunk(sse[30:]) + "0\r\n\r\n",
+			code: 200, status: "200 OK", proto: "HTTP/1.1",
+			header: http.Header{"Content-Type": {"text/event-stream"}}, length: -1, body: sse,
+		},
+		{
+			name: "429 with retry-after, no reason phrase",
+			raw:  "HTTP/1.1 429\r\nretry-after: 7\r\nContent-Length: 2\r\n\r\n{}",
+			code: 429, status: "429", proto: "HTTP/1.1",
+			header: http.Header{"Retry-After": {"7"}, "Content-Length": {"2"}}, length: 2, body: "{}",
+		},
+		{
+			name: "1xx answers are skipped",
+			raw: "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" +
+				"HTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx",
+			code: 201, status: "201 Created", proto: "HTTP/1.1",
+			header: http.Header{"Content-Length": {"1"}}, length: 1, body: "x",
+		},
+		{
+			name: "101 is final and has no body",
+			raw:  "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+			code: 101, status: "101 Switching Protocols", proto: "HTTP/1.1",
+			header: http.Header{"Upgrade": {"websocket"}},
+		},
+		{
+			name: "HEAD keeps the length but has no body", method: "HEAD",
+			raw:  "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+			code: 200, status: "200 OK", proto: "HTTP/1.1",
+			header: http.Header{"Content-Length": {"1234"}}, length: 1234,
+		},
+		{
+			name: "204 has no body",
+			raw:  "HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n",
+			code: 204, status: "204 No Content", proto: "HTTP/1.1",
+			header: http.Header{"Content-Length": {"10"}},
+		},
+		{
+			name: "304 has no body",
+			raw:  "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+			code: 304, status: "304 Not Modified", proto: "HTTP/1.1",
+			header: http.Header{"Transfer-Encoding": {"chunked"}},
+		},
+		{
+			name: "no length: to the end, then close",
+			raw:  "HTTP/1.1 200 OK\nContent-Type: text/plain\n\nuntil\r\nthe end",
+			code: 200, status: "200 OK", proto: "HTTP/1.1",
+			header: http.Header{"Content-Type": {"text/plain"}}, length: -1, body: "until\r\nthe end", close: true,
+		},
+		{
+			name: "Connection close",
+			raw:  "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+			code: 500, status: "500 Internal Server Error", proto: "HTTP/1.1",
+			header: http.Header{"Connection": {"close"}, "Content-Length": {"0"}}, close: true,
+		},
+		{
+			name: "HTTP/1.0 closes by default",
+			raw:  "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+			code: 200, status: "200 OK", proto: "HTTP/1.0",
+			header: http.Header{"Content-Length": {"2"}}, length: 2, body: "ok", close: true,
+		},
+		{
+			name: "HTTP/1.0 keep-alive",
+			raw:  "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+			code: 200, status: "200 OK", proto: "HTTP/1.0",
+			header: http.Header{"Connection": {"keep-alive"}, "Content-Length": {"2"}}, length: 2, body: "ok",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			method := tt.method
+			if method == "" {
+				method = http.MethodPost
+			}
+			req := &http.Request{Method: method}
+			resp, err := ReadResponse(bufio.NewReader(strings.NewReader(tt.raw)), req)
+			if err != nil {
+				t.Fatalf("ReadResponse: %v", err)
+			}
+			if resp.StatusCode != tt.code || resp.Status != tt.status || resp.Proto != tt.proto || resp.Request != req {
+				t.Errorf("got %d %q %s", resp.StatusCode, resp.Status, resp.Proto)
+			}
+			if !reflect.DeepEqual(resp.Header, tt.header) {
+				t.Errorf("header = %v, want %v", resp.Header, tt.header)
+			}
+			if resp.ContentLength != tt.length || resp.Close != tt.close {
+				t.Errorf("ContentLength, Close = %d, %v; want %d, %v", resp.ContentLength, resp.Close, tt.length, tt.close)
+			}
+			body, err := io.ReadAll(resp.Body)
+			if err != nil || string(body) != tt.body {
+				t.Errorf("body = %q, %v; want %q", body, err, tt.body)
+			}
+		})
+	}
+}
+
+func TestReadResponseBackToBack(t *testing.T) {
+	// Each framing must stop exactly at the next response, as on a kept-alive connection.
+	raw := "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ndata\r\n0\r\nX-T: 1\r\n\r\n" +
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc" +
+		"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n" + // the answer to a HEAD
+		"HTTP/1.1 204 No Content\r\n\r\n" +
+		"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n2\r\nhi\r\n0\r\n\n" +
+		"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno"
+	br := bufio.NewReaderSize(strings.NewReader(raw), 16)
+	want := []struct {
+		method string
+		code   int
+		body   string
+	}{{"GET", 200, "data"}, {"GET", 200, "abc"}, {"HEAD", 200, ""}, {"GET", 204, ""}, {"GET", 200, "hi"}, {"GET", 404, "no"}}
+	for i, w := range want {
+		resp, err := ReadResponse(br, &http.Request{Method: w.method})
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if resp.StatusCode != w.code || string(body) != w.body || err != nil {
+			t.Fatalf("response %d = %d %q %v; want %d %q", i, resp.StatusCode, body, err, w.code, w.body)
+		}
+	}
+	if _, err := ReadResponse(br, &http.Request{Method: "GET"}); err != io.EOF {
+		t.Fatalf("after the last response: %v, want EOF", err)
+	}
+}
+
+func TestReadResponseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+		want error
+	}{
+		{"two-digit status", "HTTP/1.1 20 OK\r\n\r\n", ErrMalformed},
+		{"status below 100", "HTTP/1.1 099 Odd\r\n\r\n", ErrMalformed},
+		{"letters in status", "HTTP/1.1 2x0 OK\r\n\r\n", ErrMalformed},
+		{"no space after status", "HTTP/1.1 200OK\r\n\r\n", ErrMalformed},
+		{"HTTP/2", "HTTP/2 200 OK\r\n\r\n", ErrMalformed},
+		{"HTTP/1.2", "HTTP/1.2 200 OK\r\n\r\n", ErrMalformed},
+		{"not HTTP", "ICY 200 OK\r\n\r\n", ErrMalformed},
+		{"folded header", "HTTP/1.1 200 OK\r\nX-A: 1\r\n\t2\r\n\r\n", ErrMalformed},
+		{"CR in a value", "HTTP/1.1 200 OK\r\nX-A: 1\r2\r\n\r\n", ErrMalformed},
+		{"bad length", "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", ErrBadLength},
+		{"different lengths", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ErrBadLength},
+		{"gzip coding", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", ErrBadEncoding},
+		{"too many header lines", "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-A: 1\r\n", MaxHeaderLines+1) + "\r\n", ErrHeadTooLong},
+		{"line over 64 KiB", "HTTP/1.1 200 OK\r\nX-A: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", ErrHeadTooLong},
+		{"too many 1xx", strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 6) + "HTTP/1.1 200 OK\r\n\r\n", errAny},
+		{"empty input", "", io.EOF},
+		{"cut inside a line", "HTTP/1.1 200 OK\r\nContent-Le", io.ErrUnexpectedEOF},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A framing error comes with the response's head, which callers ignore.
+			_, err := ReadResponse(bufio.NewReader(strings.NewReader(tt.raw)), &http.Request{Method: "GET"})
+			if err == nil || tt.want != errAny && !errors.Is(err, tt.want) {
+				t.Fatalf("ReadResponse error = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestReadResponseLengthBodyEndingWithEOF(t *testing.T) {
+	body := strings.Repeat("x", 100)
+	raw := "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n" + body
+	// DataErrReader returns the final bytes with io.EOF, as a tls.Conn does.
+	br := bufio.NewReaderSize(iotest.DataErrReader(strings.NewReader(raw)), 16)
+	resp, err := ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || string(got) != body {
+		t.Fatalf("body: %d bytes, %v; want all 100 bytes and no error", len(got), err)
+	}
+}
+
+func TestReadResponseHTTP10TransferEncodingCloses(t *testing.T) {
+	raw := "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+	resp, err := ReadResponse(bufio.NewReader(strings.NewReader(raw)), &http.Request{Method: "GET"})
+	if err == nil && !resp.Close {
+		t.Fatalf("HTTP/1.0 response with Transfer-Encoding: Close = false, connection would be reused")
+	}
+}
+
+// errAny stands for "some error" in the tables.
+var errAny = errors.New("any error")
+
+// chunk frames s as one chunk of a chunked body.
+func chunk(s string) string {
+	return strconv.FormatInt(int64(len(s)), 16) + "\r\n" + s + "\r\n"
+}
