@@ -13,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Signals reads which signals the standard OTEL_* settings ask for, and the service name. The
@@ -29,8 +28,8 @@ func Signals(getenv func(string) string) (traces, metrics bool, service string) 
 	return traces, metrics, service
 }
 
-// OTel is the process's OpenTelemetry: a tracer, a meter (nil when metrics are off) and the
-// function that flushes and stops both.
+// OTel is the process's OpenTelemetry: a tracer (nil when traces are off), a meter (nil when
+// metrics are off) and the function that flushes and stops both.
 type OTel struct {
 	Tracer   trace.Tracer
 	Meter    metric.Meter
@@ -43,7 +42,7 @@ type OTel struct {
 // exported over OTLP/HTTP, configured by the standard OTEL_* settings; without, nothing is
 // recorded and nothing is paid for.
 func OpenTelemetry(ctx context.Context, getenv func(string) string, instance string) (OTel, error) {
-	o := OTel{Tracer: noop.NewTracerProvider().Tracer("gateway"), Shutdown: func(context.Context) error { return nil }}
+	o := OTel{Shutdown: func(context.Context) error { return nil }}
 	traces, metrics, name := Signals(getenv)
 	if !traces && !metrics {
 		return o, nil
