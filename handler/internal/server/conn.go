@@ -128,7 +128,8 @@ func (c *conn) serveOne() (keep bool) {
 	}
 
 	req.RemoteAddr = c.remote
-	b := &requestBody{c: c, rc: req.Body, continueNeeded: expectsContinue(req)}
+	b := &requestBody{c: c, rc: req.Body, continueNeeded: expectsContinue(req),
+		inBuffer: req.ContentLength >= 0 && int64(c.br.Buffered()) >= req.ContentLength}
 	if req.Body == http.NoBody {
 		b.eof = true
 	}
@@ -267,6 +268,7 @@ type requestBody struct {
 	rc             io.ReadCloser
 	continueNeeded bool
 	eof            bool
+	inBuffer       bool // the whole body was read with the head
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {

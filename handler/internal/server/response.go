@@ -128,8 +128,16 @@ func (w *response) FlushError() error {
 // Flush implements http.Flusher.
 func (w *response) Flush() { _ = w.FlushError() }
 
-// SetReadDeadline and SetWriteDeadline serve http.ResponseController.
-func (w *response) SetReadDeadline(t time.Time) error  { return w.c.nc.SetReadDeadline(t) }
+// SetReadDeadline and SetWriteDeadline serve http.ResponseController. A read deadline governs
+// reads of the request body: once the body is read, or wholly in the read buffer (the usual
+// case), no read is left for it to govern and it is not set. (Nor does it then cut short the
+// watch for the caller leaving, which is no read of the handler's.)
+func (w *response) SetReadDeadline(t time.Time) error {
+	if w.body.eof || w.body.inBuffer {
+		return nil
+	}
+	return w.c.nc.SetReadDeadline(t)
+}
 func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
 
 // finish completes the response after the handler returned.

@@ -3,7 +3,6 @@ package telemetry
 import (
 	"io"
 	"log/slog"
-	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -57,7 +56,21 @@ func (l *Line) Bool(k string, v bool) *Line { l.key(k); l.buf = strconv.AppendBo
 // Ms adds a duration in milliseconds with microsecond precision.
 func (l *Line) Ms(k string, d time.Duration) *Line {
 	l.key(k)
-	l.buf = strconv.AppendFloat(l.buf, math.Round(float64(d.Microseconds()))/1000, 'f', -1, 64)
+	// Milliseconds to the microsecond, written from integers: "12", "12.5", "0.034", "-1.2".
+	us := d.Microseconds()
+	if us < 0 {
+		l.buf = append(l.buf, '-')
+		us = -us
+	}
+	l.buf = strconv.AppendInt(l.buf, us/1000, 10)
+	if frac := us % 1000; frac != 0 {
+		digits := [3]byte{byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+		n := 3
+		for digits[n-1] == '0' {
+			n--
+		}
+		l.buf = append(append(l.buf, '.'), digits[:n]...)
+	}
 	return l
 }
 

@@ -100,3 +100,21 @@ func TestLine(t *testing.T) {
 		t.Errorf("nested %v", rec)
 	}
 }
+
+func TestLineMilliseconds(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, `"t":0`}, {12 * time.Millisecond, `"t":12`}, {1500 * time.Microsecond, `"t":1.5`},
+		{34 * time.Microsecond, `"t":0.034`}, {1001 * time.Microsecond, `"t":1.001`},
+		{-1200 * time.Microsecond, `"t":-1.2`}, {2*time.Second + 999*time.Nanosecond, `"t":2000`},
+		{90 * time.Minute, `"t":5400000`},
+	} {
+		var b bytes.Buffer
+		NewLine(time.Unix(0, 0), slog.LevelInfo, "m").Ms("t", tc.d).WriteTo(&b)
+		if !strings.Contains(b.String(), tc.want+"}") {
+			t.Errorf("%v: %s, want %s", tc.d, b.String(), tc.want)
+		}
+	}
+}
