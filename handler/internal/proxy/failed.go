@@ -147,7 +147,8 @@ type requestLog struct {
 
 func (g *Gateway) logRequest(c *call) {
 	endRequestSpan(c)
-	total := g.opt.Now().Sub(c.start)
+	now := g.opt.Now()
+	total := now.Sub(c.start)
 	g.metrics.record(context.Background(), c, total.Seconds())
 	if g.opt.RequestLog == nil {
 		return
@@ -157,7 +158,7 @@ func (g *Gateway) logRequest(c *call) {
 	if l.status >= 500 {
 		level = slog.LevelWarn
 	}
-	line := telemetry.NewLine(g.opt.Now(), level, "request").
+	line := telemetry.NewLine(now, level, "request").
 		Str("method", l.method).Str("path", l.path).Int("status", int64(l.status)).Str("app", orNone(l.app)).
 		Str("deployment", l.logical).Bool("stream", l.stream).
 		Str("servedBy", orNone(l.servedBy)).Int("attempts", int64(len(l.attempts))).
@@ -190,7 +191,6 @@ func (g *Gateway) logRequest(c *call) {
 	}
 	if len(l.skipped) > 0 {
 		line.Open("skipped", '[')
-		now := g.opt.Now()
 		for _, sk := range l.skipped {
 			why := "failing"
 			if sk.Throttled {

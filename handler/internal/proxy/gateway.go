@@ -475,7 +475,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 		a.first = ev
 	} else {
 		a.watch.arm(to.StreamIdle.D(), waitIdle)
-		head, complete, err := readHead(resp.Body, &a.watch, to.StreamIdle.D())
+		head, complete, err := readHead(resp.Body, &a.watch)
 		if err != nil {
 			a.resp = nil
 			resp.Body.Close()
@@ -561,7 +561,7 @@ func putHead(b []byte) {
 	}
 }
 
-func readHead(body io.Reader, watch *watchdog, idleWait time.Duration) ([]byte, bool, error) {
+func readHead(body io.Reader, watch *watchdog) ([]byte, bool, error) {
 	buf := (*headPool.Get().(*[]byte))[:0]
 	for len(buf) < headLimit {
 		if len(buf) == cap(buf) {
@@ -570,7 +570,7 @@ func readHead(body io.Reader, watch *watchdog, idleWait time.Duration) ([]byte, 
 		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if n > 0 {
-			watch.arm(idleWait, waitIdle)
+			watch.progress()
 		}
 		if err == io.EOF {
 			return buf, true, nil

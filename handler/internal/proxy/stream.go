@@ -56,11 +56,10 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 	c.log.usage = findUsage(a.head)
 	_ = rc.Flush()
 	buf := make([]byte, 32<<10)
-	idle := g.opt.Timeouts.StreamIdle.D()
 	for {
 		n, err := a.resp.Body.Read(buf)
 		if n > 0 {
-			a.watch.arm(idle, waitIdle)
+			a.watch.progress()
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return // the caller left; closing the attempt cancels the upstream call
 			}
@@ -107,7 +106,7 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 				return
 			}
 		}
-		a.watch.arm(idleWait, waitIdle)
+		a.watch.progress()
 		var err error
 		ev, err = a.events.next()
 		if errors.Is(err, io.EOF) {

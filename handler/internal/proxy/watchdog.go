@@ -20,12 +20,16 @@ var waitCauses = [...]error{errRequestDeadline, errHeaderTimeout, errFirstEventT
 
 // watchdog ends an attempt when its current wait runs out, or the request's overall deadline,
 // whichever comes first. One timer serves every stage of the attempt; the cancellation's cause
-// says which wait ran out.
+// says which wait ran out. Bytes arriving during the idle wait are only noted (progress): the
+// timer, when it fires, checks how long the response has really been silent and waits the
+// rest, so a stream of many events costs no timer operation per event.
 type watchdog struct {
 	timer    *time.Timer
 	cancel   context.CancelCauseFunc
 	deadline time.Time
 	current  atomic.Int32 // the wait a firing now ends
+	limit    atomic.Int64 // the current wait's limit
+	last     atomic.Int64 // when the wait started or bytes last arrived, in Unix nanoseconds
 }
 
 // start arms the first wait.
@@ -34,9 +38,12 @@ func (w *watchdog) start(cancel context.CancelCauseFunc, deadline time.Time, lim
 	w.arm(limit, what)
 }
 
-// arm (re)starts a wait of at most limit.
+// arm starts a wait of at most limit.
 func (w *watchdog) arm(limit time.Duration, what wait) {
-	if left := time.Until(w.deadline); left < limit {
+	now := time.Now()
+	w.limit.Store(int64(limit))
+	w.last.Store(now.UnixNano())
+	if left := w.deadline.Sub(now); left < limit {
 		limit, what = left, waitDeadline
 	}
 	w.current.Store(int32(what))
@@ -47,7 +54,25 @@ func (w *watchdog) arm(limit time.Duration, what wait) {
 	w.timer.Reset(limit)
 }
 
-func (w *watchdog) fire() { w.cancel(waitCauses[w.current.Load()]) }
+// progress notes that bytes arrived.
+func (w *watchdog) progress() { w.last.Store(time.Now().UnixNano()) }
+
+func (w *watchdog) fire() {
+	what := wait(w.current.Load())
+	if what == waitIdle {
+		now := time.Now()
+		rest := time.Duration(w.limit.Load() - (now.UnixNano() - w.last.Load()))
+		if rest > 0 { // not silent for the whole limit: wait the rest, within the deadline
+			if left := w.deadline.Sub(now); left < rest {
+				rest = left
+				w.current.Store(int32(waitDeadline))
+			}
+			w.timer.Reset(rest)
+			return
+		}
+	}
+	w.cancel(waitCauses[what])
+}
 
 func (w *watchdog) stop() {
 	if w.timer != nil {
