@@ -273,7 +273,10 @@ func (d *dashboard) event(stateChange bool, format string, args ...any) {
 	}
 }
 
-// burst sends the requests, streaming and not, with a little think time between them.
+// burst sends the requests, streaming and not, with think time between them: about 3.3 a
+// second at 4 at a time, which the 40,000-TPM secondary's request quota (240 a minute, counted
+// in 10 s buckets of 40, as Azure OpenAI does) absorbs when the primary is throttled and the
+// third region down. Faster, and every region would be throttled or failing at once.
 func (d *dashboard) burst(ctx context.Context, n, concurrency int) {
 	jobs := make(chan int)
 	var wg sync.WaitGroup
@@ -285,7 +288,7 @@ func (d *dashboard) burst(ctx context.Context, n, concurrency int) {
 				d.one(ctx, i)
 				select {
 				case <-ctx.Done():
-				case <-time.After(time.Duration(250+rand.IntN(400)) * time.Millisecond):
+				case <-time.After(time.Duration(700+rand.IntN(400)) * time.Millisecond):
 				}
 			}
 		}()
