@@ -27,7 +27,6 @@ import (
 	"github.com/aoai-failover/gateway/handler/internal/telemetry"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Credentials sets the backend credential for an account on an outgoing request's headers.
@@ -103,10 +102,8 @@ func New(opt Options) *Gateway {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	// Without a tracer no span is started at all (c.span stays noSpan, which never records).
 	g := &Gateway{opt: opt, metrics: newInstruments(opt.Meter), tracing: opt.Tracer != nil}
-	if opt.Tracer == nil {
-		g.opt.Tracer = noop.NewTracerProvider().Tracer("gateway")
-	}
 	g.servedBy = map[string][]string{}
 	for _, t := range opt.Planner.Targets() {
 		g.servedBy[t.ID] = []string{t.ID}
@@ -399,7 +396,6 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 	a.body.Reset(body)
 	req.Body, req.ContentLength = &a.body, int64(len(body))
 	req.GetBody = func() (io.ReadCloser, error) { return newReplayBody(body), nil }
-	req.Header = make(http.Header, len(c.inHeader)+2) // room for the credential, no growing
 	outboundHeaders(req.Header, c.inHeader, c.info.stream)
 	if err := g.opt.Credentials.Authorize(actx, t.Account, req.Header); err != nil {
 		// Not the target's fault (Key Vault not read yet, no token): skip it, hold nothing against it.

@@ -46,15 +46,13 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 	if _, err := w.Write(a.head); err != nil {
 		return
 	}
+	// Send what there is now, and do the bookkeeping (usage, the log line) after the caller
+	// has it rather than before.
+	_ = rc.Flush()
+	c.log.usage = findUsage(a.head)
 	if a.complete {
-		// The answer is whole: send it now, and do the bookkeeping (usage, the log line)
-		// after the caller has it rather than before.
-		_ = rc.Flush()
-		c.log.usage = findUsage(a.head)
 		return
 	}
-	c.log.usage = findUsage(a.head)
-	_ = rc.Flush()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := a.resp.Body.Read(buf)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -199,7 +200,7 @@ func (c *conn) reject(status int, code, message string) {
 	bw.WriteString("HTTP/1.1 ")
 	bw.WriteString(statusLine(status))
 	bw.WriteString("\r\nContent-Type: application/json\r\nConnection: close\r\nX-Served-By: none\r\nX-Gateway-Attempts: 0\r\nContent-Length: ")
-	bw.WriteString(itoa(len(body)))
+	bw.WriteString(strconv.Itoa(len(body)))
 	bw.WriteString("\r\n\r\n")
 	bw.Write(body)
 	_ = bw.Flush()

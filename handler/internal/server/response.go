@@ -311,8 +311,6 @@ func statusLine(code int) string {
 	return strconv.Itoa(code) + " " + text
 }
 
-func itoa(n int) string { return strconv.Itoa(n) }
-
 // httpDate is the Date header's value, formatted once a second.
 func httpDate() string {
 	now := time.Now()
