@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aoai-failover/gateway/handler/internal/cancelctx"
 	"github.com/aoai-failover/gateway/handler/internal/config"
 	"github.com/aoai-failover/gateway/handler/internal/route"
 	"github.com/aoai-failover/gateway/handler/internal/state"
@@ -312,13 +313,14 @@ type attempt struct {
 
 	// Set when the attempt produced a response to commit.
 	resp     *http.Response
-	cancel   context.CancelCauseFunc
+	ctx      cancelctx.Context // the attempt's: a child of the caller's, cancelled when it ends
 	watch    watchdog
 	head     []byte // the buffered start of a plain body
 	complete bool   // head is the whole body
 	events   *eventReader
 	first    []byte // the first stream event
 	body     replayBody
+	url      url.URL // the upstream request's
 }
 
 func (a *attempt) close() {
@@ -326,9 +328,7 @@ func (a *attempt) close() {
 	if a.resp != nil {
 		a.resp.Body.Close()
 	}
-	if a.cancel != nil {
-		a.cancel(context.Canceled)
-	}
+	a.ctx.Cancel(context.Canceled)
 	if a.events != nil {
 		a.events.release()
 	}
@@ -383,19 +383,19 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 		a.dur = g.opt.Now().Sub(a.start)
 		endAttemptSpan(span, a)
 	}()
-	actx, cancel := context.WithCancelCause(callerCtx)
-	a.cancel = cancel
+	a.ctx.Init(callerCtx)
+	actx := &a.ctx
 
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, "", nil)
-	if err != nil {
-		return g.fail(a, state.Failed, 0, "bad upstream request: "+err.Error())
-	}
 	body := c.bodyFor(t)
-	c.setUpstreamURL(req.URL, t)
-	req.Host = t.Authority
 	a.body.Reset(body)
-	req.Body, req.ContentLength = &a.body, int64(len(body))
-	req.GetBody = func() (io.ReadCloser, error) { return newReplayBody(body), nil }
+	req := (&http.Request{
+		Method: http.MethodPost, URL: &a.url, Host: t.Authority,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: make(http.Header, len(c.inHeader)+1),
+		Body:   &a.body, ContentLength: int64(len(body)),
+		GetBody: func() (io.ReadCloser, error) { return newReplayBody(body), nil },
+	}).WithContext(actx)
+	c.setUpstreamURL(req.URL, t)
 	outboundHeaders(req.Header, c.inHeader, c.info.stream)
 	if err := g.opt.Credentials.Authorize(actx, t.Account, req.Header); err != nil {
 		// Not the target's fault (Key Vault not read yet, no token): skip it, hold nothing against it.
@@ -415,11 +415,11 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 		headerWait = to.FirstByte.D() + time.Duration(min(int64(tokens), math.MaxInt32))*to.PerOutputToken.D()
 		headerStage = waitHeaders
 	}
-	a.watch.start(cancel, deadline, headerWait, headerStage)
+	a.watch.start(actx, deadline, headerWait, headerStage)
 
 	resp, err := g.opt.Transport.RoundTrip(req)
 	if err != nil {
-		return g.failErr(a, callerCtx, actx, err)
+		return g.failErr(a, callerCtx, err)
 	}
 	a.reqID = firstHeader(resp.Header, "Apim-Request-Id", "X-Request-Id")
 	a.status = resp.StatusCode
@@ -466,7 +466,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 			if errors.Is(err, io.EOF) {
 				return g.fail(a, state.Failed, a.status, "the stream ended before its first event")
 			}
-			return g.failErr(a, callerCtx, actx, err)
+			return g.failErr(a, callerCtx, err)
 		}
 		a.first = ev
 	} else {
@@ -475,7 +475,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 		if err != nil {
 			a.resp = nil
 			resp.Body.Close()
-			return g.failErr(a, callerCtx, actx, err)
+			return g.failErr(a, callerCtx, err)
 		}
 		a.head, a.complete = head, complete
 	}
@@ -488,7 +488,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 func (g *Gateway) done(a *attempt, kind state.Kind, status int, reason string) *attempt {
 	a.kind, a.status, a.reason = kind, status, reason
 	a.watch.stop()
-	a.cancel(context.Canceled)
+	a.ctx.Cancel(context.Canceled)
 	return a
 }
 
@@ -500,8 +500,8 @@ func (g *Gateway) fail(a *attempt, kind state.Kind, status int, reason string) *
 
 // failErr classifies a transport or read error: the caller leaving is nobody's fault, the
 // request's overall deadline and stage timeouts are timeouts, anything else a connection failure.
-func (g *Gateway) failErr(a *attempt, callerCtx, actx context.Context, err error) *attempt {
-	switch cause := context.Cause(actx); {
+func (g *Gateway) failErr(a *attempt, callerCtx context.Context, err error) *attempt {
+	switch cause := a.ctx.Cause(); {
 	case callerCtx.Err() != nil:
 		g.opt.State.Record(a.target.ID, state.Outcome{Kind: state.Abandoned, Quota: state.UnknownQuota})
 		return g.done(a, state.Abandoned, 0, "the caller went away")

@@ -125,7 +125,7 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 // broken records a response that failed after it was committed and returns why, for the caller.
 func (g *Gateway) broken(c *call, a *attempt, err error) string {
 	reason := "the backend's response broke off: " + shortError(err)
-	if cause := context.Cause(a.resp.Request.Context()); errors.Is(cause, errIdleTimeout) {
+	if cause := a.ctx.Cause(); errors.Is(cause, errIdleTimeout) {
 		reason = "the backend's response went silent for more than " + g.opt.Timeouts.StreamIdle.D().String()
 	} else if errors.Is(cause, errRequestDeadline) {
 		reason = "the request's deadline of " + g.opt.Timeouts.Request.D().String() + " passed"

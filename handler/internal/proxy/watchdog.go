@@ -1,9 +1,10 @@
 package proxy
 
 import (
-	"context"
 	"sync/atomic"
 	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/cancelctx"
 )
 
 // wait names what an attempt is waiting for; each has its own limit and its own cause.
@@ -25,7 +26,7 @@ var waitCauses = [...]error{errRequestDeadline, errHeaderTimeout, errFirstEventT
 // rest, so a stream of many events costs no timer operation per event.
 type watchdog struct {
 	timer    *time.Timer
-	cancel   context.CancelCauseFunc
+	ctx      *cancelctx.Context // the attempt's, cancelled with the cause
 	deadline time.Time
 	current  atomic.Int32 // the wait a firing now ends
 	limit    atomic.Int64 // the current wait's limit
@@ -33,8 +34,8 @@ type watchdog struct {
 }
 
 // start arms the first wait.
-func (w *watchdog) start(cancel context.CancelCauseFunc, deadline time.Time, limit time.Duration, what wait) {
-	w.cancel, w.deadline = cancel, deadline
+func (w *watchdog) start(ctx *cancelctx.Context, deadline time.Time, limit time.Duration, what wait) {
+	w.ctx, w.deadline = ctx, deadline
 	w.arm(limit, what)
 }
 
@@ -71,7 +72,7 @@ func (w *watchdog) fire() {
 			return
 		}
 	}
-	w.cancel(waitCauses[what])
+	w.ctx.Cancel(waitCauses[what])
 }
 
 func (w *watchdog) stop() {

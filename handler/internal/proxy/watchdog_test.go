@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/cancelctx"
 )
 
 // TestWatchdog: bytes that keep coming keep an idle wait alive however long it lasts; silence
@@ -12,10 +14,11 @@ import (
 // own causes.
 func TestWatchdog(t *testing.T) {
 	run := func(deadline, idle, every, stopAfter time.Duration) (error, time.Duration) {
-		ctx, cancel := context.WithCancelCause(context.Background())
+		var ctx cancelctx.Context
+		ctx.Init(context.Background())
 		var w watchdog
 		start := time.Now()
-		w.start(cancel, start.Add(deadline), idle, waitIdle)
+		w.start(&ctx, start.Add(deadline), idle, waitIdle)
 		defer w.stop()
 		for time.Since(start) < stopAfter && ctx.Err() == nil {
 			time.Sleep(every)
@@ -26,7 +29,7 @@ func TestWatchdog(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			return nil, 0
 		}
-		return context.Cause(ctx), time.Since(start)
+		return ctx.Cause(), time.Since(start)
 	}
 	// Steady bytes every 20 ms for 300 ms under a 60 ms idle limit, then silence.
 	cause, took := run(time.Minute, 60*time.Millisecond, 20*time.Millisecond, 300*time.Millisecond)
@@ -40,12 +43,13 @@ func TestWatchdog(t *testing.T) {
 	}
 
 	// A stage other than idle ends at its limit, progress or not.
-	ctx, cancel := context.WithCancelCause(context.Background())
+	var ctx cancelctx.Context
+	ctx.Init(context.Background())
 	var w watchdog
-	w.start(cancel, time.Now().Add(time.Minute), 50*time.Millisecond, waitFirstEvent)
+	w.start(&ctx, time.Now().Add(time.Minute), 50*time.Millisecond, waitFirstEvent)
 	w.progress()
 	<-ctx.Done()
-	if cause := context.Cause(ctx); !errors.Is(cause, errFirstEventTimeout) {
+	if cause := ctx.Cause(); !errors.Is(cause, errFirstEventTimeout) {
 		t.Errorf("first-event wait ended by %v", cause)
 	}
 	w.stop()

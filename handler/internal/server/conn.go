@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aoai-failover/gateway/handler/internal/cancelctx"
 	"github.com/aoai-failover/gateway/handler/internal/wire"
 	"golang.org/x/net/http/httpguts"
 )
@@ -38,8 +39,8 @@ type conn struct {
 	watching   bool // a watch read is in progress
 	stopping   bool // the request ended: a watch read's error means nothing
 	watchDone  chan struct{}
-	cancel     context.CancelFunc
-	gone       bool // the caller closed the connection
+	ctx        *cancelctx.Context // the request's
+	gone       bool               // the caller closed the connection
 }
 
 func (c *conn) serve() {
@@ -98,12 +99,13 @@ func (c *conn) serveOne() (keep bool) {
 	// As in net/http, the limit counts what is read from the connection, which can include
 	// the start of the body; the slack keeps a full read buffer from counting against it.
 	c.r.remain = int64(limit) + 4096
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx := new(cancelctx.Context)
+	ctx.Init(context.Background())
 	req, err := wire.ReadRequest(ctx, c.br)
 	tooLarge := c.r.remain == 0
 	c.r.remain = -1
 	if err != nil {
-		cancel()
+		ctx.Cancel(nil)
 		switch {
 		case tooLarge || errors.Is(err, wire.ErrHeadTooLong):
 			c.reject(http.StatusRequestHeaderFieldsTooLarge, "RequestHeaderFieldsTooLarge", "the request's headers are larger than the gateway's limit")
@@ -120,7 +122,7 @@ func (c *conn) serveOne() (keep bool) {
 		!httpguts.HeaderValuesContainsToken(e, "100-continue") {
 		// HTTP/1.0 servers ignore Expect (RFC 9110 10.1.1); an HTTP/1.1 expectation other than
 		// 100-continue cannot be met.
-		cancel()
+		ctx.Cancel(nil)
 		c.reject(http.StatusExpectationFailed, "ExpectationFailed", "the only expectation served is 100-continue")
 		return false
 	}
@@ -138,10 +140,10 @@ func (c *conn) serveOne() (keep bool) {
 
 	w := newResponse(c, req, b)
 	b.w = w
-	c.arm(cancel, b.eof)
+	c.arm(ctx, b.eof)
 	aborted := c.handle(w, req)
 	c.disarm()
-	cancel()
+	ctx.Cancel(nil)
 	if aborted || w.err != nil {
 		w.release()
 		return false
@@ -301,9 +303,9 @@ func (b *requestBody) Close() error { return nil }
 // the read is interrupted. It runs on the timer's goroutine, WatchAfter into the request.
 
 // arm prepares the watch of the request in flight; it starts now if the body is already read.
-func (c *conn) arm(cancel context.CancelFunc, bodyDone bool) {
+func (c *conn) arm(ctx *cancelctx.Context, bodyDone bool) {
 	c.watchMu.Lock()
-	c.cancel, c.gone, c.stopping, c.watchArmed = cancel, false, false, false
+	c.ctx, c.gone, c.stopping, c.watchArmed = ctx, false, false, false
 	c.watchMu.Unlock()
 	if bodyDone {
 		c.bodyRead()
@@ -352,7 +354,7 @@ func (c *conn) watch() {
 	}
 	if err != nil && !c.stopping {
 		c.gone = true
-		c.cancel()
+		c.ctx.Cancel(nil)
 	}
 	c.watchMu.Unlock()
 	c.watchDone <- struct{}{}

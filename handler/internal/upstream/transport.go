@@ -60,6 +60,7 @@ type conn struct {
 	idleSince time.Time
 	reused    bool
 	cancelled atomic.Bool // the exchange in progress was cancelled
+	abortFunc func()      // abort, made once rather than for each exchange
 }
 
 // abort ends the exchange in progress at once, whatever it is blocked on.
@@ -69,6 +70,38 @@ func (c *conn) abort() {
 }
 
 var errClosed = errors.New("upstream: response body closed")
+
+// cancelNotifier is a request context that runs one function when it is cancelled, without the
+// allocations of context.AfterFunc: the gateway's attempt contexts (cancelctx.Context) are.
+type cancelNotifier interface {
+	OnCancel(f func()) bool
+	StopOnCancel() bool
+}
+
+// cancelWatch aborts the exchange on a connection when the request's context is cancelled.
+type cancelWatch struct {
+	n    cancelNotifier // when the context is one
+	stop func() bool    // context.AfterFunc's, for any other context
+}
+
+func watchCancel(ctx context.Context, c *conn) cancelWatch {
+	if n, ok := ctx.(cancelNotifier); ok {
+		if !n.OnCancel(c.abortFunc) {
+			c.abort() // cancelled already
+		}
+		return cancelWatch{n: n}
+	}
+	return cancelWatch{stop: context.AfterFunc(ctx, c.abortFunc)}
+}
+
+// end stops the watch. It reports false if the cancellation came first: the connection is then
+// aborted, or about to be.
+func (w cancelWatch) end() bool {
+	if w.n != nil {
+		return w.n.StopOnCancel()
+	}
+	return w.stop()
+}
 
 // writers buffer a request while it is written: a connection spends nearly all its life reading
 // a response (a stream can last minutes), so it keeps no write buffer of its own.
@@ -202,9 +235,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // connection before any response byte arrived.
 func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*http.Response, bool, error) {
 	c.cancelled.Store(false)
-	stop := context.AfterFunc(ctx, c.abort)
+	watch := watchCancel(ctx, c)
 	fail := func(err error) (*http.Response, bool, error) {
-		stop()
+		watch.end()
 		c.nc.Close()
 		if c.cancelled.Load() || ctx.Err() != nil {
 			return nil, false, ctx.Err()
@@ -222,7 +255,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		r, _, err := fail(err)
 		return r, false, err
 	}
-	b := &body{t: t, c: c, rc: resp.Body, stop: stop, reusable: !resp.Close && !req.Close}
+	b := &body{t: t, c: c, rc: resp.Body, watch: watch, reusable: !resp.Close && !req.Close}
 	resp.Body = b
 	if resp.ContentLength == 0 && req.Method != http.MethodHead {
 		// Nothing to read: give the connection back now rather than on a Read that may not come.
@@ -236,7 +269,7 @@ type body struct {
 	t        *Transport
 	c        *conn
 	rc       io.ReadCloser
-	stop     func() bool
+	watch    cancelWatch
 	reusable bool
 	done     atomic.Bool
 }
@@ -265,7 +298,7 @@ func (b *body) finish(complete bool) {
 	if !b.done.CompareAndSwap(false, true) {
 		return
 	}
-	notCancelled := b.stop()
+	notCancelled := b.watch.end()
 	if complete && notCancelled && b.reusable {
 		b.t.put(b.c)
 		return
@@ -353,7 +386,9 @@ func (t *Transport) dial(ctx context.Context, key poolKey) (*conn, error) {
 		}
 		nc = tc
 	}
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), key: key}, nil
+	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), key: key}
+	c.abortFunc = c.abort
+	return c, nil
 }
 
 func (t *Transport) put(c *conn) {

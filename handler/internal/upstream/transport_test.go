@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/cancelctx"
 )
 
 // countingServer counts the connections its clients open.
@@ -149,11 +151,29 @@ func TestConnectionCloseHonoured(t *testing.T) {
 	}
 }
 
+// contextKinds are the two kinds of request context the transport watches: any context, through
+// context.AfterFunc, and the gateway's own (cancelctx), through its OnCancel.
+var contextKinds = []struct {
+	name string
+	make func() (context.Context, func())
+}{
+	{"context package", func() (context.Context, func()) { return context.WithCancel(context.Background()) }},
+	{"cancelctx", func() (context.Context, func()) {
+		c := new(cancelctx.Context)
+		c.Init(context.Background())
+		return c, func() { c.Cancel(nil) }
+	}},
+}
+
 func TestCancellation(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/midway" {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ok":
+			w.Write([]byte("ok"))
+			return
+		case "/midway":
 			w.Write([]byte("start"))
 			w.(http.Flusher).Flush()
 		}
@@ -164,29 +184,47 @@ func TestCancellation(t *testing.T) {
 	}, false)
 	tr := New(time.Second)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, _, err := post(t, tr, ctx, srv.URL+"/hang", "")
-	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
-		t.Errorf("waiting for headers: %v after %s", err, time.Since(start))
+	for _, kind := range contextKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			ctx, cancel := kind.make()
+			time.AfterFunc(100*time.Millisecond, cancel)
+			start := time.Now()
+			_, _, err := post(t, tr, ctx, srv.URL+"/hang", "")
+			if !errors.Is(err, context.Canceled) || time.Since(start) > time.Second {
+				t.Errorf("waiting for headers: %v after %s", err, time.Since(start))
+			}
+
+			ctx, cancel = kind.make()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/midway", nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 5)
+			io.ReadFull(resp.Body, buf)
+			go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+			if _, err := io.ReadAll(resp.Body); err == nil {
+				t.Errorf("read of a cancelled body did not fail")
+			}
+			resp.Body.Close()
+
+			// A context cancelled after its exchange ended (as each attempt's is) leaves the
+			// kept connection alone: the next request reuses it.
+			before := conns.Load()
+			for i := 0; i < 3; i++ {
+				ctx, cancel := kind.make()
+				if _, body, err := post(t, tr, ctx, srv.URL+"/ok", ""); err != nil || body != "ok" {
+					t.Fatalf("request %d after cancelled exchanges: %q, %v", i, body, err)
+				}
+				cancel()
+			}
+			if opened := conns.Load() - before; opened != 1 {
+				t.Errorf("%d connections for three requests, want 1 (the cancelled ones are not reused)", opened)
+			}
+		})
 	}
 
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx2, http.MethodPost, srv.URL+"/midway", nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 5)
-	io.ReadFull(resp.Body, buf)
-	go func() { time.Sleep(50 * time.Millisecond); cancel2() }()
-	if _, err := io.ReadAll(resp.Body); err == nil {
-		t.Errorf("read of a cancelled body did not fail")
-	}
-	resp.Body.Close()
-
-	_, _, err = post(t, tr, context.Background(), "http://127.0.0.1:1/", "")
+	_, _, err := post(t, tr, context.Background(), "http://127.0.0.1:1/", "")
 	if err == nil {
 		t.Errorf("connection refused not reported")
 	}

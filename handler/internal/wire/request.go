@@ -54,15 +54,12 @@ func ReadRequest(ctx context.Context, br *bufio.Reader) (*http.Request, error) {
 	if err != nil {
 		return nil, ErrBadRequestURI
 	}
-	req, err := http.NewRequestWithContext(ctx, methodName(method), "", nil)
-	if err != nil {
-		return nil, ErrMalformed
-	}
-	req.URL, req.Host, req.RequestURI = u, u.Host, uri
-	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.1", 1, minor
+	proto := "HTTP/1.1"
 	if minor == 0 {
-		req.Proto = "HTTP/1.0"
+		proto = "HTTP/1.0"
 	}
+	req := (&http.Request{Method: methodName(method), URL: u, Host: u.Host, RequestURI: uri,
+		Proto: proto, ProtoMajor: 1, ProtoMinor: minor}).WithContext(ctx)
 	if req.Header, err = readHeader(br, sc); err != nil {
 		return nil, err
 	}
