@@ -48,7 +48,7 @@ type options struct {
 func main() {
 	duration := flag.Duration("duration", 5*time.Second, "measuring time per point")
 	rounds := flag.Int("rounds", 2, "interleaved rounds; the report gives their medians")
-	conc := flag.String("concurrency", "1,64,512", "concurrent requests per point")
+	conc := flag.String("concurrency", "1,64,256,512", "concurrent requests per point (the targets are at 1, 64 and 256; memory at 512 streams)")
 	only := flag.String("only", strings.Join(allTargets, ","), "targets to measure (goproxy: a plain net/http ReverseProxy, the floor of any Go proxy; portkey: the Portkey AI gateway from npm)")
 	quick := flag.Bool("quick", false, "smoke run: 1s per point, 1 round")
 	out := flag.String("out", filepath.Join(benchDir(), "results"), "directory for the CSV and PNG")

@@ -130,19 +130,28 @@ func summary(details []attemptDetail) string {
 
 // requestLog is the one record written per request. It holds no body, key or token.
 type requestLog struct {
-	method, path string
-	app          string
-	logical      string
-	stream       bool
-	status       int
-	servedBy     string
-	upstreamID   string
-	attempts     []*attempt
-	skipped      []route.Skipped // targets not tried: known throttled or failing
-	firstByte    time.Duration
-	firstToken   time.Duration
-	usage        *Usage
-	broken       string
+	method, path  string
+	app           string
+	logical       string
+	stream        bool
+	status        int
+	servedBy      string
+	upstreamID    string
+	attempts      []*attempt
+	firstAttempts [2]*attempt     // attempts' first array: most requests make one or two
+	skipped       []route.Skipped // targets not tried: known throttled or failing
+	firstByte     time.Duration
+	firstToken    time.Duration
+	usage         *Usage // nil when the answer reported none
+	usageData     Usage  // what usage points to: no allocation of its own
+	broken        string
+}
+
+func (l *requestLog) setUsage(u Usage, ok bool) {
+	if ok {
+		l.usageData = u
+		l.usage = &l.usageData
+	}
 }
 
 func (g *Gateway) logRequest(c *call) {
@@ -153,7 +162,7 @@ func (g *Gateway) logRequest(c *call) {
 	if g.opt.RequestLog == nil {
 		return
 	}
-	l := c.log
+	l := &c.log
 	level := slog.LevelInfo
 	if l.status >= 500 {
 		level = slog.LevelWarn

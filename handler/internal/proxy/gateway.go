@@ -124,7 +124,7 @@ type call struct {
 	inHeader http.Header // the caller's headers; filtered afresh for each attempt
 	span     trace.Span
 	start    time.Time
-	log      *requestLog
+	log      requestLog
 }
 
 // setUpstreamURL makes u the target's URL for the call: its endpoint, the real deployment
@@ -151,7 +151,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.Serve(w,
 // Serve handles one request on the Azure OpenAI routes from the authenticated caller app.
 func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 	c := &call{start: g.opt.Now(), path: r.URL.Path, query: r.URL.RawQuery}
-	c.log = &requestLog{method: r.Method, path: r.URL.Path, app: app}
+	c.log = requestLog{method: r.Method, path: r.URL.Path, app: app}
 	c.span = noSpan
 	if g.tracing {
 		_, c.span = g.opt.Tracer.Start(r.Context(), "gateway", serverSpan)
@@ -315,8 +315,9 @@ type attempt struct {
 	resp     *http.Response
 	ctx      cancelctx.Context // the attempt's: a child of the caller's, cancelled when it ends
 	watch    watchdog
-	head     []byte // the buffered start of a plain body
-	complete bool   // head is the whole body
+	head     []byte  // the buffered start of a plain body
+	headBuf  *[]byte // head's pooled buffer
+	complete bool    // head is the whole body
 	events   *eventReader
 	first    []byte // the first stream event
 	body     replayBody
@@ -332,9 +333,9 @@ func (a *attempt) close() {
 	if a.events != nil {
 		a.events.release()
 	}
-	if a.head != nil {
-		putHead(a.head)
-		a.head = nil
+	if a.headBuf != nil {
+		putHead(a.headBuf)
+		a.headBuf, a.head = nil, nil
 	}
 }
 
@@ -343,7 +344,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 	// one allocation and one cancellation hook fewer per request.
 	deadline := c.start.Add(g.opt.Timeouts.Request.D())
 	c.log.skipped = plan.Skipped
-	var tried []*attempt
+	c.log.attempts = c.log.firstAttempts[:0]
+	var triedFirst [2]*attempt
+	tried := triedFirst[:0]
 	for _, t := range plan.Candidates {
 		if !g.opt.State.Acquire(t.ID, g.opt.Now()) {
 			// Another request holds the one probe of this half-open target.
@@ -477,7 +480,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 			resp.Body.Close()
 			return g.failErr(a, callerCtx, err)
 		}
-		a.head, a.complete = head, complete
+		a.headBuf, a.head, a.complete = head, *head, complete
 	}
 	kind := state.Succeeded // a 4xx here is the caller's problem, not the target's
 	g.opt.State.Record(t.ID, state.Outcome{Kind: kind, Status: a.status, Quota: quota, Latency: g.opt.Now().Sub(a.start)})
@@ -550,15 +553,20 @@ const headLimit = 256 << 10
 // headPool recycles head buffers; most answers fit the first 8 KiB.
 var headPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
 
-func putHead(b []byte) {
-	if cap(b) <= 64<<10 {
-		b = b[:0]
-		headPool.Put(&b)
+// putHead gives back a buffer readHead returned, through the pointer the pool holds (putting a
+// slice itself would allocate its box each time).
+func putHead(p *[]byte) {
+	if cap(*p) <= 64<<10 {
+		*p = (*p)[:0]
+		headPool.Put(p)
 	}
 }
 
-func readHead(body io.Reader, watch *watchdog) ([]byte, bool, error) {
-	buf := (*headPool.Get().(*[]byte))[:0]
+// readHead reads the start of a plain body, up to headLimit, into a pooled buffer: it returns
+// the buffer (*p is what was read) and whether that is the whole body.
+func readHead(body io.Reader, watch *watchdog) (*[]byte, bool, error) {
+	p := headPool.Get().(*[]byte)
+	buf := (*p)[:0]
 	for len(buf) < headLimit {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -569,14 +577,17 @@ func readHead(body io.Reader, watch *watchdog) ([]byte, bool, error) {
 			watch.progress()
 		}
 		if err == io.EOF {
-			return buf, true, nil
+			*p = buf
+			return p, true, nil
 		}
 		if err != nil {
-			putHead(buf)
+			*p = buf
+			putHead(p)
 			return nil, false, err
 		}
 	}
-	return buf, false, nil
+	*p = buf
+	return p, false, nil
 }
 
 func readQuota(h http.Header) state.Quota {

@@ -80,10 +80,14 @@ func (keyCreds) Authorize(_ context.Context, account string, h http.Header) erro
 }
 
 type testGateway struct {
-	gw   *Gateway
-	view *state.View
-	srv  *httptest.Server
+	gw       *Gateway
+	view     *state.View
+	srv      *httptest.Server
+	handling sync.WaitGroup // requests being handled: the log line and metrics come after the answer
 }
+
+// settle waits for every request to be done with, bookkeeping included.
+func (tg *testGateway) settle() { tg.handling.Wait() }
 
 // newGateway routes logical "chat" to one target per backend, in the given order of priority.
 func newGateway(t testing.TB, tune func(*config.Routing), backends ...*backend) *testGateway {
@@ -122,9 +126,14 @@ func newGateway(t testing.TB, tune func(*config.Routing), backends ...*backend) 
 		Planner: planner, State: view, Credentials: keyCreds{}, Transport: tr,
 		Timeouts: r.Timeouts, Throttle: r.Throttle, MaxBodyBytes: r.Limits.MaxRequestBodyBytes, Logger: log,
 	})
-	srv := httptest.NewServer(gw)
-	t.Cleanup(srv.Close)
-	return &testGateway{gw: gw, view: view, srv: srv}
+	tg := &testGateway{gw: gw, view: view}
+	tg.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tg.handling.Add(1)
+		defer tg.handling.Done()
+		gw.ServeHTTP(w, r)
+	}))
+	t.Cleanup(tg.srv.Close)
+	return tg
 }
 
 const chatPath = "/openai/deployments/chat/chat/completions?api-version=2024-10-21"

@@ -68,7 +68,7 @@ func (in *instruments) record(ctx context.Context, c *call, total float64) {
 	if !in.on {
 		return
 	}
-	l := c.log
+	l := &c.log
 	op := operationName(l.path)
 	common := []attribute.KeyValue{
 		attribute.String("gen_ai.provider.name", providerName),

@@ -78,6 +78,7 @@ func TestMetrics(t *testing.T) {
 	if resp, body := tg.post(t, chatPath, `{}`, "x-test", "1"); resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
+	tg.settle()
 	m := collect(t, reader)
 	common := []string{"gen_ai.provider.name", "azure.ai.openai", "gen_ai.operation.name", "chat", "gen_ai.request.model", "chat"}
 
@@ -114,6 +115,7 @@ func TestMetrics(t *testing.T) {
 	if resp, body := tg.post(t, chatPath, `{"stream":true}`); resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
+	tg.settle()
 	m = collect(t, reader)
 	if p := find(m["gen_ai.server.time_to_first_token"], common...); len(p) != 1 || p[0].count != 1 {
 		t.Errorf("time to first token %+v", m["gen_ai.server.time_to_first_token"])
@@ -132,7 +134,7 @@ func TestMetrics(t *testing.T) {
 // With no meter, recording builds nothing (the hot path pays nothing for metrics it won't send).
 func TestMetricsOffAllocateNothing(t *testing.T) {
 	in := newInstruments(nil)
-	c := &call{log: &requestLog{path: "/openai/deployments/chat/chat/completions", logical: "chat", attempts: []*attempt{{}}}}
+	c := &call{log: requestLog{path: "/openai/deployments/chat/chat/completions", logical: "chat", attempts: []*attempt{{}}}}
 	if n := testing.AllocsPerRun(100, func() { in.record(context.Background(), c, 1) }); n != 0 {
 		t.Errorf("%v allocations per request with metrics off", n)
 	}

@@ -128,9 +128,9 @@ func TestFindUsage(t *testing.T) {
 		{`{"choices":[{"text":"\"usage\""}]}`, 0},
 		{`garbage "usage": {`, 0},
 	} {
-		u := findUsage([]byte(tc.body))
+		u, ok := findUsage([]byte(tc.body))
 		got := 0
-		if u != nil {
+		if ok {
 			got = u.Total
 		}
 		if got != tc.want {

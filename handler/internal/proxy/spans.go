@@ -30,7 +30,7 @@ func endRequestSpan(c *call) {
 		c.span.End()
 		return
 	}
-	l := c.log
+	l := &c.log
 	op := operationName(l.path)
 	c.span.SetName(op + " " + l.logical)
 	attrs := []attribute.KeyValue{

@@ -49,7 +49,7 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 	// Send what there is now, and do the bookkeeping (usage, the log line) after the caller
 	// has it rather than before.
 	_ = rc.Flush()
-	c.log.usage = findUsage(a.head)
+	c.log.setUsage(findUsage(a.head))
 	if a.complete {
 		return
 	}
@@ -87,9 +87,7 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 		if c.log.firstToken == 0 && hasContent(ev) {
 			c.log.firstToken = g.opt.Now().Sub(c.start)
 		}
-		if u := eventUsage(ev); u != nil {
-			c.log.usage = u
-		}
+		c.log.setUsage(eventUsage(ev))
 		if _, err := w.Write(ev); err != nil {
 			return
 		}
@@ -309,19 +307,19 @@ var usageKey = []byte(`"usage"`)
 
 // findUsage reads the last "usage" object in a JSON body without decoding the rest: a
 // reverse search and a scan of that one object, because it runs on every answer.
-func findUsage(body []byte) *Usage {
+func findUsage(body []byte) (Usage, bool) {
 	i := bytes.LastIndex(body, usageKey)
 	if i < 0 {
-		return nil
+		return Usage{}, false
 	}
 	s := scanner{b: body, i: i + len(usageKey)}
 	s.space()
 	if !s.eat(':') {
-		return nil
+		return Usage{}, false
 	}
 	s.space()
 	if !s.eat('{') {
-		return nil
+		return Usage{}, false
 	}
 	var u Usage
 	for s.i < len(body) {
@@ -332,14 +330,14 @@ func findUsage(body []byte) *Usage {
 		s.eat(',')
 		s.space()
 		if s.i >= len(body) || body[s.i] != '"' {
-			return nil
+			return Usage{}, false
 		}
 		kStart := s.i
 		s.skipString()
 		key := body[kStart:s.i]
 		s.space()
 		if !s.eat(':') {
-			return nil
+			return Usage{}, false
 		}
 		s.space()
 		vStart := s.i
@@ -363,14 +361,14 @@ func findUsage(body []byte) *Usage {
 	}
 	u.normalise()
 	if u.Total == 0 {
-		return nil
+		return Usage{}, false
 	}
-	return &u
+	return u, true
 }
 
-func eventUsage(ev []byte) *Usage {
+func eventUsage(ev []byte) (Usage, bool) {
 	if !bytes.Contains(ev, usageKey) {
-		return nil
+		return Usage{}, false
 	}
 	return findUsage(ev)
 }

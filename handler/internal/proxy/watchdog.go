@@ -21,9 +21,11 @@ var waitCauses = [...]error{errRequestDeadline, errHeaderTimeout, errFirstEventT
 
 // watchdog ends an attempt when its current wait runs out, or the request's overall deadline,
 // whichever comes first. One timer serves every stage of the attempt; the cancellation's cause
-// says which wait ran out. Bytes arriving during the idle wait are only noted (progress): the
-// timer, when it fires, checks how long the response has really been silent and waits the
-// rest, so a stream of many events costs no timer operation per event.
+// says which wait ran out. The timer is moved only to fire earlier: bytes arriving only note the
+// time (progress), and a new wait that ends later than the timer is just recorded. When the
+// timer fires it checks whether the current wait is really over and, if not, waits the rest.
+// So a stream of many events costs no timer operation per event, and an answer costs one timer
+// for its header wait and its body wait together.
 type watchdog struct {
 	timer    *time.Timer
 	ctx      *cancelctx.Context // the attempt's, cancelled with the cause
@@ -31,6 +33,8 @@ type watchdog struct {
 	current  atomic.Int32 // the wait a firing now ends
 	limit    atomic.Int64 // the current wait's limit
 	last     atomic.Int64 // when the wait started or bytes last arrived, in Unix nanoseconds
+	fireAt   atomic.Int64 // when the timer is set to fire, in Unix nanoseconds
+	stopped  atomic.Bool
 }
 
 // start arms the first wait.
@@ -42,40 +46,46 @@ func (w *watchdog) start(ctx *cancelctx.Context, deadline time.Time, limit time.
 // arm starts a wait of at most limit.
 func (w *watchdog) arm(limit time.Duration, what wait) {
 	now := time.Now()
-	w.limit.Store(int64(limit))
-	w.last.Store(now.UnixNano())
 	if left := w.deadline.Sub(now); left < limit {
 		limit, what = left, waitDeadline
 	}
+	w.limit.Store(int64(limit))
+	w.last.Store(now.UnixNano())
 	w.current.Store(int32(what))
-	if w.timer == nil {
+	due := now.UnixNano() + int64(limit)
+	switch {
+	case w.timer == nil:
+		w.fireAt.Store(due)
 		w.timer = time.AfterFunc(limit, w.fire)
-		return
+	case due < w.fireAt.Load():
+		w.fireAt.Store(due)
+		w.timer.Reset(limit)
 	}
-	w.timer.Reset(limit)
 }
 
 // progress notes that bytes arrived.
 func (w *watchdog) progress() { w.last.Store(time.Now().UnixNano()) }
 
 func (w *watchdog) fire() {
+	if w.stopped.Load() {
+		return
+	}
+	now := time.Now().UnixNano()
 	what := wait(w.current.Load())
-	if what == waitIdle {
-		now := time.Now()
-		rest := time.Duration(w.limit.Load() - (now.UnixNano() - w.last.Load()))
-		if rest > 0 { // not silent for the whole limit: wait the rest, within the deadline
-			if left := w.deadline.Sub(now); left < rest {
-				rest = left
-				w.current.Store(int32(waitDeadline))
-			}
-			w.timer.Reset(rest)
-			return
-		}
+	due := w.last.Load() + w.limit.Load()
+	if end := w.deadline.UnixNano(); end <= due {
+		due, what = end, waitDeadline
+	}
+	if now < due { // bytes came, or a longer wait replaced the one the timer was set for
+		w.fireAt.Store(due)
+		w.timer.Reset(time.Duration(due - now))
+		return
 	}
 	w.ctx.Cancel(waitCauses[what])
 }
 
 func (w *watchdog) stop() {
+	w.stopped.Store(true)
 	if w.timer != nil {
 		w.timer.Stop()
 	}

@@ -22,6 +22,15 @@ import (
 
 var errTooManyFiles = syscall.EMFILE
 
+// exchange is what one request needs for its whole life, allocated at once: its context, its
+// body as the handler reads it, and its response. It is never reused: a handler may keep the
+// context after it returns.
+type exchange struct {
+	ctx  cancelctx.Context
+	body requestBody
+	resp response
+}
+
 // conn is one client connection, served by one goroutine, one request at a time.
 type conn struct {
 	s      *Server
@@ -99,7 +108,8 @@ func (c *conn) serveOne() (keep bool) {
 	// As in net/http, the limit counts what is read from the connection, which can include
 	// the start of the body; the slack keeps a full read buffer from counting against it.
 	c.r.remain = int64(limit) + 4096
-	ctx := new(cancelctx.Context)
+	ex := new(exchange)
+	ctx := &ex.ctx
 	ctx.Init(context.Background())
 	req, err := wire.ReadRequest(ctx, c.br)
 	tooLarge := c.r.remain == 0
@@ -131,14 +141,16 @@ func (c *conn) serveOne() (keep bool) {
 	}
 
 	req.RemoteAddr = c.remote
-	b := &requestBody{c: c, rc: req.Body, continueNeeded: expectsContinue(req),
+	b := &ex.body
+	*b = requestBody{c: c, rc: req.Body, continueNeeded: expectsContinue(req),
 		inBuffer: req.ContentLength >= 0 && int64(c.br.Buffered()) >= req.ContentLength}
 	if req.Body == http.NoBody {
 		b.eof = true
 	}
 	req.Body = b
 
-	w := newResponse(c, req, b)
+	w := &ex.resp
+	w.start(c, req, b)
 	b.w = w
 	c.arm(ctx, b.eof)
 	aborted := c.handle(w, req)

@@ -38,14 +38,14 @@ type response struct {
 // Content-Length; error answers and small replies fit.
 const holdLimit = 4 << 10
 
-// newResponse starts the response to req. The header map is the connection's, emptied: a
-// handler may not keep it once it has returned, so one map serves every request.
-func newResponse(c *conn, req *http.Request, body *requestBody) *response {
+// start makes w the response to req. The header map is the connection's, emptied: a handler
+// may not keep it once it has returned, so one map serves every request.
+func (w *response) start(c *conn, req *http.Request, body *requestBody) {
 	if c.header == nil {
 		c.header = make(http.Header, 16)
 	}
 	clear(c.header)
-	return &response{c: c, req: req, body: body, header: c.header, length: -1, closeAfter: req.Close}
+	*w = response{c: c, req: req, body: body, header: c.header, length: -1, closeAfter: req.Close}
 }
 
 func (w *response) Header() http.Header { return w.header }

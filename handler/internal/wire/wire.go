@@ -112,7 +112,7 @@ func readHeader(br *bufio.Reader, sc *scratch) (http.Header, error) {
 		if colon <= 0 || !validName(line[:colon]) {
 			return nil, ErrMalformed
 		}
-		value := bytes.Trim(line[colon+1:], " \t")
+		value := trimSpace(line[colon+1:])
 		if !validValue(value) {
 			return nil, ErrMalformed
 		}
@@ -299,3 +299,15 @@ func (b *chunkedBody) Read(p []byte) (int, error) {
 }
 
 func (b *chunkedBody) Close() error { return nil }
+
+// trimSpace drops the spaces and tabs around a header value (RFC 9110 5.5): what
+// bytes.Trim(b, " \t") does, without its general cutset handling, on every header line.
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
