@@ -175,7 +175,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 	// The body must arrive within its own deadline: the server's header timeout ends with the
 	// headers, and a body that trickles forever must not hold the request (or a slot) forever.
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(g.opt.Now().Add(g.opt.Timeouts.RequestBody.D()))
+	_ = rc.SetReadDeadline(c.start.Add(g.opt.Timeouts.RequestBody.D()))
 	body, status, msg := readBody(r, g.opt.MaxBodyBytes)
 	_ = rc.SetReadDeadline(time.Time{})
 	if status != 0 {
@@ -383,7 +383,9 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 		_, span = g.opt.Tracer.Start(trace.ContextWithSpan(callerCtx, c.span), "attempt "+t.ID, clientSpan)
 	}
 	defer func() {
-		a.dur = g.opt.Now().Sub(a.start)
+		if a.dur == 0 { // not measured at the commit point
+			a.dur = g.opt.Now().Sub(a.start)
+		}
 		endAttemptSpan(span, a)
 	}()
 	a.ctx.Init(callerCtx)
@@ -483,7 +485,8 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 		a.headBuf, a.head, a.complete = head, *head, complete
 	}
 	kind := state.Succeeded // a 4xx here is the caller's problem, not the target's
-	g.opt.State.Record(t.ID, state.Outcome{Kind: kind, Status: a.status, Quota: quota, Latency: g.opt.Now().Sub(a.start)})
+	a.dur = g.opt.Now().Sub(a.start)
+	g.opt.State.Record(t.ID, state.Outcome{Kind: kind, Status: a.status, Quota: quota, Latency: a.dur})
 	a.kind = kind
 	return a
 }
