@@ -3,7 +3,9 @@
 // their allocations: those make a child context, a closure, a map of children in the parent
 // and the parent's Done channel, every time. Here the context lives inside a struct the
 // request allocates anyway, its Done channel is made only when asked for, and it tells one
-// child context and one function of its cancellation directly.
+// child context and one function of its cancellation directly. A context the context package
+// derives from it (a timeout around a Key Vault read, say) still works: it waits for Done on a
+// goroutine of its own, which is fine off the request path.
 package cancelctx
 
 import (

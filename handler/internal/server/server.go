@@ -22,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/aoai-failover/gateway/handler/internal/rawio"
 )
 
 // Server serves HTTP/1.1 on listeners. Set its fields before Serve.
@@ -100,7 +102,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		c := s.newConn(nc)
+		c := s.newConn(rawio.Wrap(nc))
 		if c == nil {
 			nc.Close()
 			return ErrServerClosed

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aoai-failover/gateway/handler/internal/rawio"
 	"github.com/aoai-failover/gateway/handler/internal/wire"
 	"golang.org/x/net/http/httpguts"
 )
@@ -372,6 +373,7 @@ func (t *Transport) dial(ctx context.Context, key poolKey) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	nc = rawio.Wrap(nc)
 	if tlsHost != "" {
 		cfg := t.TLSConfig.Clone()
 		cfg.ServerName = tlsHost
