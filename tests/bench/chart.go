@@ -155,7 +155,8 @@ func (plainTicks) Ticks(lo, hi float64) []plot.Tick {
 	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
 	for i := range ticks {
 		if ticks[i].Label != "" {
-			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'f', -1, 64)
+			// Shortest as a float32: 1.2, not the 1.2000000000000002 that adding steps gives.
+			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'f', -1, 32)
 		}
 	}
 	return ticks

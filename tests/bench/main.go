@@ -7,6 +7,7 @@
 //	tests/bench/run              # installs nginx and Portkey if missing, then: go run ./tests/bench
 //	tests/bench/run -quick       # a smoke run: 1 s per point, 1 round
 //	tests/bench/run -publish     # also copies the chart and CSV to tests/bench/chart.png, results.csv
+//	go run ./tests/bench -redraw tests/bench/results.csv -rounds 3   # the chart again, from the CSV
 package main
 
 import (
@@ -48,12 +49,20 @@ type options struct {
 func main() {
 	duration := flag.Duration("duration", 5*time.Second, "measuring time per point")
 	rounds := flag.Int("rounds", 2, "interleaved rounds; the report gives their medians")
-	conc := flag.String("concurrency", "1,64,256,512", "concurrent requests per point (the targets are at 1, 64 and 256; memory at 512 streams)")
+	conc := flag.String("concurrency", "1,64,256,512", "concurrent requests per point")
 	only := flag.String("only", strings.Join(allTargets, ","), "targets to measure (goproxy: a plain net/http ReverseProxy, the floor of any Go proxy; portkey: the Portkey AI gateway from npm)")
 	quick := flag.Bool("quick", false, "smoke run: 1s per point, 1 round")
 	out := flag.String("out", filepath.Join(benchDir(), "results"), "directory for the CSV and PNG")
 	publish := flag.Bool("publish", false, "also copy the chart and the CSV to tests/bench/chart.png and tests/bench/results.csv (committed, shown by the README)")
+	redraw := flag.String("redraw", "", "draw the chart of a CSV this command wrote (next to it, as .png), measuring nothing; -duration and -rounds describe the run")
 	flag.Parse()
+	if *redraw != "" {
+		if err := redrawChart(*redraw, *duration, *rounds); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	o := options{duration: *duration, rounds: *rounds, out: *out, publish: *publish, only: map[string]bool{}}
 	if *quick {
 		o.duration, o.rounds = time.Second, 1
