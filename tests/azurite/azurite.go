@@ -9,10 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aoai-failover/gateway/tests/testio"
 )
 
 // AccountKey is Azurite's documented development key; it is public, not a secret.
@@ -80,7 +81,7 @@ func (tb *Table) spawn(t testing.TB) {
 	t.Helper()
 	cmd := exec.Command(tb.path, tb.args...)
 	cmd.Dir = tb.dir
-	var out syncBuffer
+	var out testio.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -106,24 +107,6 @@ func (tb *Table) Restart(t testing.TB) {
 	t.Helper()
 	tb.Stop()
 	tb.spawn(t)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b = append(s.b, p...)
-	return len(p), nil
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return string(s.b)
 }
 
 // Stop ends Azurite (and its children); later calls do nothing.

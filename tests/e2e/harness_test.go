@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/aoai-failover/gateway/tests/aoaisim"
+	"github.com/aoai-failover/gateway/tests/testio"
 )
 
 var handlerBin string
@@ -51,30 +51,12 @@ func repoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// syncBuffer collects a process's output safely while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // gatewayProc is one running handler process.
 type gatewayProc struct {
 	URL    string
 	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testio.Buffer
+	stderr *testio.Buffer
 	done   chan struct{}
 	err    error
 }
@@ -91,7 +73,7 @@ func startGateway(t testing.TB, env map[string]string, secrets ...string) *gatew
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	p := &gatewayProc{URL: "http://127.0.0.1:" + port, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &gatewayProc{URL: "http://127.0.0.1:" + port, cmd: cmd, stdout: &testio.Buffer{}, stderr: &testio.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start handler: %v", err)

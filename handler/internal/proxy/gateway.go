@@ -84,7 +84,6 @@ type RequestLog interface {
 type Gateway struct {
 	opt     Options
 	metrics *instruments
-	tracing bool
 	// servedBy holds each target's X-Served-By value, made once.
 	servedBy map[string][]string
 }
@@ -104,7 +103,7 @@ func New(opt Options) *Gateway {
 		opt.Now = time.Now
 	}
 	// Without a tracer no span is started at all (c.span stays noSpan, which never records).
-	g := &Gateway{opt: opt, metrics: newInstruments(opt.Meter), tracing: opt.Tracer != nil}
+	g := &Gateway{opt: opt, metrics: newInstruments(opt.Meter)}
 	g.servedBy = map[string][]string{}
 	for _, t := range opt.Planner.Targets() {
 		g.servedBy[t.ID] = []string{t.ID}
@@ -153,7 +152,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 	c := &call{start: g.opt.Now(), path: r.URL.Path, query: r.URL.RawQuery}
 	c.log = requestLog{method: r.Method, path: r.URL.Path, app: app}
 	c.span = noSpan
-	if g.tracing {
+	if g.opt.Tracer != nil {
 		_, c.span = g.opt.Tracer.Start(r.Context(), "gateway", serverSpan)
 	}
 	defer g.logRequest(c)
@@ -315,8 +314,7 @@ type attempt struct {
 	resp     *http.Response
 	ctx      cancelctx.Context // the attempt's: a child of the caller's, cancelled when it ends
 	watch    watchdog
-	head     []byte  // the buffered start of a plain body
-	headBuf  *[]byte // head's pooled buffer
+	head     *[]byte // the buffered start of a plain body, in a pooled buffer
 	complete bool    // head is the whole body
 	events   *eventReader
 	first    []byte // the first stream event
@@ -333,9 +331,9 @@ func (a *attempt) close() {
 	if a.events != nil {
 		a.events.release()
 	}
-	if a.headBuf != nil {
-		putHead(a.headBuf)
-		a.headBuf, a.head = nil, nil
+	if a.head != nil {
+		putHead(a.head)
+		a.head = nil
 	}
 }
 
@@ -482,7 +480,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 			resp.Body.Close()
 			return g.failErr(a, callerCtx, err)
 		}
-		a.headBuf, a.head, a.complete = head, *head, complete
+		a.head, a.complete = head, complete
 	}
 	kind := state.Succeeded // a 4xx here is the caller's problem, not the target's
 	a.dur = g.opt.Now().Sub(a.start)

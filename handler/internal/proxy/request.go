@@ -42,18 +42,14 @@ func parsePath(path, escaped string) (fam family, logical, rest string, perr *pa
 		return 0, "", "", &pathError{http.StatusNotFound, "NotFound", "no such path; " + servedPaths}
 	}
 	after := path[len("/openai/"):]
-	segs := 0
-	for rest := after; ; segs++ {
-		seg, tail, more := strings.Cut(rest, "/")
+	for rest, more := after, true; more; {
+		var seg string
+		seg, rest, more = strings.Cut(rest, "/")
 		if seg == "" || seg == "." || seg == ".." {
 			return 0, "", "", &pathError{http.StatusBadRequest, "InvalidPath", "the request path must not contain empty, '.' or '..' segments"}
 		}
-		if !more {
-			segs++
-			break
-		}
-		rest = tail
 	}
+	segs := strings.Count(after, "/") + 1
 	first, tail, _ := strings.Cut(after, "/")
 	switch {
 	case first == "deployments" && segs >= 3:

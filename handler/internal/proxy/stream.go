@@ -38,18 +38,19 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 		return
 	}
 
+	head := *a.head
 	if a.complete {
-		h.Set("Content-Length", strconv.Itoa(len(a.head)))
+		h.Set("Content-Length", strconv.Itoa(len(head)))
 	}
 	w.WriteHeader(a.resp.StatusCode)
 	c.log.firstByte = g.opt.Now().Sub(c.start)
-	if _, err := w.Write(a.head); err != nil {
+	if _, err := w.Write(head); err != nil {
 		return
 	}
 	// Send what there is now, and do the bookkeeping (usage, the log line) after the caller
 	// has it rather than before.
 	_ = rc.Flush()
-	c.log.setUsage(findUsage(a.head))
+	c.log.setUsage(findUsage(head))
 	if a.complete {
 		return
 	}

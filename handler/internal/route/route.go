@@ -17,8 +17,7 @@ type Target struct {
 	ID         string // "account/deployment"
 	Account    string
 	Deployment string
-	Endpoint   string // scheme://host of the account, no trailing slash
-	Scheme     string // the endpoint's scheme
+	Scheme     string // the account endpoint's scheme (an endpoint is only scheme and host)
 	Authority  string // the endpoint's host, with its port if it names one
 	Host       string // the endpoint's host name, for telemetry's server.address
 	Region     string
@@ -66,9 +65,9 @@ func New(r config.Routing) *Planner {
 			a := r.Accounts[t.Account]
 			rt := Target{
 				ID: t.ID(), Account: t.Account, Deployment: t.Deployment, Region: a.Region,
-				Endpoint: trimSlash(a.Endpoint), Priority: t.PriorityOrDefault(), Weight: t.WeightOrDefault(),
+				Priority: t.PriorityOrDefault(), Weight: t.WeightOrDefault(),
 			}
-			if u, err := url.Parse(rt.Endpoint); err == nil { // validated already
+			if u, err := url.Parse(a.Endpoint); err == nil { // validated already
 				rt.Scheme, rt.Authority, rt.Host = u.Scheme, u.Host, u.Hostname()
 			}
 			targets = append(targets, rt)
@@ -93,13 +92,6 @@ func New(r config.Routing) *Planner {
 	sort.Strings(p.names)
 	sort.Slice(p.all, func(i, j int) bool { return p.all[i].ID < p.all[j].ID })
 	return p
-}
-
-func trimSlash(s string) string {
-	for len(s) > 0 && s[len(s)-1] == '/' {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // Names returns the logical deployment names, sorted.
@@ -174,5 +166,3 @@ func weightedShuffle(ts []Target) {
 		}
 	}
 }
-
-// hostName is the host of a validated endpoint URL.

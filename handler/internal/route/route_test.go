@@ -80,8 +80,8 @@ func TestPriorityAndWeights(t *testing.T) {
 		t.Errorf("weight 3:1 put the heavy target first %.2f of the time, want about 0.75", share)
 	}
 	plan, _ := p.Plan("chat", none{}, time.Now(), 0)
-	if plan.Candidates[0].Endpoint != "https://a.openai.azure.com" || plan.Candidates[0].Region != "swedencentral" {
-		t.Errorf("target %+v", plan.Candidates[0])
+	if c := plan.Candidates[0]; c.Scheme != "https" || c.Authority != "a.openai.azure.com" || c.Host != "a.openai.azure.com" || c.Region != "swedencentral" {
+		t.Errorf("target %+v", c)
 	}
 }
 

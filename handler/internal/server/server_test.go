@@ -15,10 +15,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/aoai-failover/gateway/tests/testio"
 )
 
 const watchAfter = 10 * time.Millisecond
@@ -422,7 +423,7 @@ func TestFlushDeliversBeforeTheHandlerReturns(t *testing.T) {
 }
 
 func TestHandlerPanic(t *testing.T) {
-	var logs syncBuffer
+	var logs testio.Buffer
 	ts := start(t, &Server{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/panic":
@@ -913,22 +914,4 @@ func (c *rawConn) expectClosed(t *testing.T) {
 	if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("connection not closed: read %d bytes, %v", n, err)
 	}
-}
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

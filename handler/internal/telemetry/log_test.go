@@ -5,30 +5,14 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/aoai-failover/gateway/tests/testio"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestLoggerSplitsAndRedacts(t *testing.T) {
-	var out, errs lockedBuffer
+	var out, errs testio.Buffer
 	log := NewLogger(&out, &errs, slog.LevelInfo)
 	log.Info("hello", "apiKey", "s3cr3t-value", "remainingTokens", "12", "deployment", "chat")
 	log.Warn("careful", "connectionString", "AccountKey=abc", "authorization", "Bearer xyz")
@@ -46,7 +30,7 @@ func TestLoggerSplitsAndRedacts(t *testing.T) {
 }
 
 func TestBufferedWriter(t *testing.T) {
-	var sink lockedBuffer
+	var sink testio.Buffer
 	b := NewBufferedWriter(&sink, 64, 50*time.Millisecond)
 	b.Write([]byte("line one\n"))
 	if sink.String() != "" {

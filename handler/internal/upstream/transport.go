@@ -60,17 +60,13 @@ type conn struct {
 	key       poolKey
 	idleSince time.Time
 	reused    bool
-	cancelled atomic.Bool // the exchange in progress was cancelled
-	abortFunc func()      // abort, made once rather than for each exchange
+	abortFunc func() // abort, made once rather than for each exchange
 }
 
 // abort ends the exchange in progress at once, whatever it is blocked on.
 func (c *conn) abort() {
-	c.cancelled.Store(true)
 	_ = c.nc.SetDeadline(time.Unix(1, 0))
 }
-
-var errClosed = errors.New("upstream: response body closed")
 
 // cancelNotifier is a request context that runs one function when it is cancelled, without the
 // allocations of context.AfterFunc: the gateway's attempt contexts (cancelctx.Context) are.
@@ -234,12 +230,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // exchange writes req on c and reads the response head. retry reports a failure on a reused
 // connection before any response byte arrived.
 func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*http.Response, bool, error) {
-	c.cancelled.Store(false)
 	watch := watchCancel(ctx, c)
 	fail := func(err error) (*http.Response, bool, error) {
 		watch.end()
 		c.nc.Close()
-		if c.cancelled.Load() || ctx.Err() != nil {
+		if ctx.Err() != nil { // the context is cancelled before abort is called
 			return nil, false, ctx.Err()
 		}
 		return nil, c.reused, err
