@@ -12,15 +12,12 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/aoai-failover/gateway/handler/internal/cancelctx"
 	"github.com/aoai-failover/gateway/handler/internal/wire"
 	"golang.org/x/net/http/httpguts"
 )
-
-var errTooManyFiles = syscall.EMFILE
 
 // exchange is what one request needs for its whole life, allocated at once: its context, its
 // body as the handler reads it, and its response. It is never reused: a handler may keep the
@@ -79,14 +76,19 @@ func (c *conn) serve() {
 // whether there is one to read.
 func (c *conn) next() bool {
 	c.idle.Store(true)
-	defer c.idle.Store(false)
 	if c.s.closing.Load() {
+		c.idle.Store(false)
 		return false
 	}
 	if d := c.s.IdleTimeout; d > 0 {
 		_ = c.nc.SetReadDeadline(time.Now().Add(d))
 	}
 	_, err := c.br.Peek(1)
+	// Shutdown takes an idle connection by clearing the flag before it cuts the wait short:
+	// if it got here first, its deadline may land at any moment, so the connection ends now.
+	if !c.idle.CompareAndSwap(true, false) {
+		return false
+	}
 	return err == nil && !c.s.closing.Load()
 }
 
@@ -364,7 +366,8 @@ func (c *conn) watch() {
 	if n == 1 {
 		c.r.hasByte = true
 	}
-	if err != nil && !c.stopping {
+	// A deadline is not the caller leaving: disarm's interruption, or one the handler left.
+	if err != nil && !c.stopping && !errors.Is(err, os.ErrDeadlineExceeded) {
 		c.gone = true
 		c.ctx.Cancel(nil)
 	}

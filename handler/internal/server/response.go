@@ -21,17 +21,18 @@ type response struct {
 	body   *requestBody
 	header http.Header
 
-	status      int
-	wroteHeader bool  // WriteHeader was called, or implied by a Write
-	sent        bool  // the status line and headers are in bw
-	length      int64 // the handler's Content-Length; -1 if it set none
-	written     int64 // body bytes accepted
-	hold        []byte
-	chunked     bool
-	bodyless    bool // a HEAD request, or a status that has no body
-	closeAfter  bool // the connection ends after this response
-	bw          *bufio.Writer
-	err         error
+	status       int
+	wroteHeader  bool  // WriteHeader was called, or implied by a Write
+	sent         bool  // the status line and headers are in bw
+	length       int64 // the handler's Content-Length; -1 if it set none
+	written      int64 // body bytes accepted
+	hold         []byte
+	chunked      bool
+	bodyless     bool // a HEAD request, or a status that has no body
+	closeAfter   bool // the connection ends after this response
+	bw           *bufio.Writer
+	err          error
+	readDeadline bool // the handler set a read deadline that is still on the connection
 }
 
 // holdLimit is how much of a body of unknown length is held back to send it with an exact
@@ -65,7 +66,8 @@ func (w *response) WriteHeader(code int) {
 	w.wroteHeader, w.status = true, code
 	w.bodyless = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 	if v := w.header["Content-Length"]; len(v) > 0 {
-		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 && len(v) == 1 {
+		// Digits only: ParseInt would also take a sign, which is no Content-Length.
+		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && len(v) == 1 && v[0][0] != '+' && v[0][0] != '-' {
 			w.length = n
 		} else {
 			delete(w.header, "Content-Length")
@@ -130,12 +132,21 @@ func (w *response) Flush() { _ = w.FlushError() }
 
 // SetReadDeadline and SetWriteDeadline serve http.ResponseController. A read deadline governs
 // reads of the request body: once the body is read, or wholly in the read buffer (the usual
-// case), no read is left for it to govern and it is not set. (Nor does it then cut short the
-// watch for the caller leaving, which is no read of the handler's.)
+// case), no read is left for it to govern and it is not set. One that was set is always
+// cleared when asked, whatever the body's state: left in place it would end the watch for the
+// caller leaving.
 func (w *response) SetReadDeadline(t time.Time) error {
+	if t.IsZero() {
+		if !w.readDeadline {
+			return nil
+		}
+		w.readDeadline = false
+		return w.c.nc.SetReadDeadline(t)
+	}
 	if w.body.eof || w.body.inBuffer {
 		return nil
 	}
+	w.readDeadline = true
 	return w.c.nc.SetReadDeadline(t)
 }
 func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
@@ -173,6 +184,11 @@ func (w *response) sendHeader(final bool) {
 	w.bw.Reset(w.c.nc)
 	h := w.header
 	delete(h, "Transfer-Encoding")
+	if w.length < 0 {
+		// A Content-Length set after WriteHeader was not taken as the body's length: sent, it
+		// would contradict the framing chosen below.
+		delete(h, "Content-Length")
+	}
 	switch {
 	case w.bodyless && w.req.Method != http.MethodHead:
 		delete(h, "Content-Length")
@@ -249,14 +265,7 @@ func (w *response) writeBody(p []byte) {
 // writeValue writes a header value with any control character (a CR or LF above all) as a
 // space, so that no value can end the header early.
 func (w *response) writeValue(v string) {
-	clean := true
-	for i := 0; i < len(v); i++ {
-		if b := v[i]; b < ' ' && b != '\t' || b == 0x7f {
-			clean = false
-			break
-		}
-	}
-	if clean {
+	if httpguts.ValidHeaderFieldValue(v) {
 		w.writeString(v)
 		return
 	}

@@ -1,7 +1,7 @@
 // Package server is the gateway's HTTP/1.1 server: the Functions host (or Front Door, or an
 // app) speaks HTTP/1.1 to the custom handler, and this serves it with less work per request
-// than net/http's server. Requests are parsed by net/http's own parser (http.ReadRequest) and
-// checked as net/http's server checks them; handlers are ordinary http.Handlers. What it leaves
+// than net/http's server. Requests are read by the wire package, which makes net/http's
+// server checks and is stricter on framing; handlers are ordinary http.Handlers. What it leaves
 // out: HTTP/2, TLS, Hijack and content sniffing, none of which a custom handler needs.
 //
 // Where it saves: a connection's goroutine parses, serves and answers each request itself, with
@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/aoai-failover/gateway/handler/internal/rawio"
@@ -89,7 +90,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				return ErrServerClosed
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
 				// Out of file descriptors or a transient accept error: wait and try again,
 				// as net/http does, rather than give up serving.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
@@ -161,7 +162,7 @@ func (s *Server) wakeIdle() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.idle.Load() {
+		if c.idle.CompareAndSwap(true, false) { // next sees this and ends the connection
 			_ = c.nc.SetReadDeadline(aLongTimeAgo)
 		}
 	}

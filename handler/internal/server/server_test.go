@@ -392,6 +392,44 @@ func TestResponseFraming(t *testing.T) {
 	c.expectClosed(t)
 }
 
+// TestContentLengthTheFramingDidNotTake: a Content-Length set after WriteHeader, or one with a
+// sign, is not the body's length; it must not go out beside the framing actually used.
+func TestContentLengthTheFramingDidNotTake(t *testing.T) {
+	large := strings.Repeat("L", 5000)
+	ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/late":
+			w.WriteHeader(http.StatusOK)
+			w.Header().Set("Content-Length", "5000")
+			io.WriteString(w, large)
+		case "/signed":
+			w.Header().Set("Content-Length", "+4")
+			io.WriteString(w, "body")
+		}
+	})})
+	for _, tt := range []struct{ path, want, notWant string }{
+		{"/late", "Transfer-Encoding: chunked\r\n", "Content-Length"},
+		{"/signed", "Content-Length: 4\r\n", "+4"},
+	} {
+		c := dial(t, ts.addr)
+		c.send(t, "GET "+tt.path+" HTTP/1.1\r\nHost: h\r\n\r\n")
+		var head strings.Builder
+		for {
+			line, err := c.br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%s: %v after %q", tt.path, err, head.String())
+			}
+			head.WriteString(line)
+			if line == "\r\n" {
+				break
+			}
+		}
+		if h := head.String(); !strings.Contains(h, tt.want) || strings.Contains(h, tt.notWant) {
+			t.Errorf("%s: head %q, want %q and no %q", tt.path, h, tt.want, tt.notWant)
+		}
+	}
+}
+
 func TestFlushDeliversBeforeTheHandlerReturns(t *testing.T) {
 	proceed := make(chan struct{})
 	ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -567,6 +605,36 @@ func TestResponseControllerDeadlines(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "read=<nil> write=<nil>" {
 		t.Fatalf("got %q", b)
+	}
+}
+
+// TestBodyDeadlineDoesNotEndTheWatch: a handler that bounds the body's reading with a deadline
+// and clears it (as the gateway does) keeps its request while it runs past that deadline; the
+// body comes after the head, so it is not in the read buffer and the deadline is really set.
+// Both the deadline's end and the watch's start fall inside the handler's wait.
+func TestBodyDeadlineDoesNotEndTheWatch(t *testing.T) {
+	const deadline = 150 * time.Millisecond
+	ts := start(t, &Server{WatchAfter: watchAfter, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(deadline))
+		b, err := io.ReadAll(r.Body)
+		_ = rc.SetReadDeadline(time.Time{})
+		if err != nil {
+			t.Errorf("reading the body: %v", err)
+		}
+		select {
+		case <-r.Context().Done():
+			fmt.Fprintf(w, "cancelled after %q", b)
+		case <-time.After(3 * deadline):
+			fmt.Fprintf(w, "served %q", b)
+		}
+	})})
+	c := dial(t, ts.addr)
+	c.send(t, "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n")
+	time.Sleep(20 * time.Millisecond)
+	c.send(t, "body")
+	if _, body := c.read(t, http.MethodPost); body != `served "body"` {
+		t.Fatalf("got %q", body)
 	}
 }
 

@@ -250,9 +250,10 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		r, _, err := fail(err)
 		return r, false, err
 	}
+	noBody := resp.Body == http.NoBody // HEAD, 204, 304, 1xx or a zero length, as wire framed it
 	b := &body{t: t, c: c, rc: resp.Body, watch: watch, reusable: !resp.Close && !req.Close}
 	resp.Body = b
-	if resp.ContentLength == 0 && req.Method != http.MethodHead {
+	if noBody {
 		// Nothing to read: give the connection back now rather than on a Read that may not come.
 		b.finish(true)
 	}

@@ -164,8 +164,9 @@ func FuzzReadResponse(f *testing.F) {
 			nlength = 0 // a HEAD answer without a length: "none" for wire, "unknown" for net/http
 		}
 		wchunked := wresp.TransferEncoding != nil
-		nchunked := nresp.TransferEncoding != nil && !bodyless // net/http notes chunked on a bodyless answer
-		if wresp.ContentLength != nlength || wresp.Close != nresp.Close || wchunked != nchunked {
+		nchunked := nresp.TransferEncoding != nil && !bodyless                     // net/http notes chunked on a bodyless answer
+		nclose := nresp.Close || nresp.StatusCode == http.StatusSwitchingProtocols // wire never reuses after a 101
+		if wresp.ContentLength != nlength || wresp.Close != nclose || wchunked != nchunked {
 			t.Fatalf("framing differs: wire %d %v %v, net/http %d %v %v\n%q", wresp.ContentLength, wresp.Close,
 				wresp.TransferEncoding, nresp.ContentLength, nresp.Close, nresp.TransferEncoding, data)
 		}

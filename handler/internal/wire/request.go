@@ -90,7 +90,7 @@ func ReadRequest(ctx context.Context, br *bufio.Reader) (*http.Request, error) {
 			return nil, ErrBadEncoding
 		}
 		delete(h, "Transfer-Encoding")
-		req.TransferEncoding, req.ContentLength = []string{"chunked"}, -1
+		req.TransferEncoding, req.ContentLength = chunkedEncoding, -1
 		req.Body = framedBody(br, -1)
 	case hasCL:
 		n, err := parseLength(cl)

@@ -72,6 +72,9 @@ func frameResponse(resp *http.Response, br *bufio.Reader, req *http.Request) err
 	code := resp.StatusCode
 	if req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified || code < 200 {
 		resp.ContentLength, resp.Body = 0, http.NoBody
+		if code == http.StatusSwitchingProtocols {
+			resp.Close = true // the connection speaks another protocol now: never reused
+		}
 		if cl, ok := h["Content-Length"]; ok && req.Method == http.MethodHead {
 			if n, err := parseLength(cl); err == nil {
 				resp.ContentLength = n
@@ -88,7 +91,7 @@ func frameResponse(resp *http.Response, br *bufio.Reader, req *http.Request) err
 		resp.Close = resp.Close || resp.ProtoMinor == 0
 		delete(h, "Transfer-Encoding")
 		delete(h, "Content-Length")
-		resp.TransferEncoding, resp.ContentLength = []string{"chunked"}, -1
+		resp.TransferEncoding, resp.ContentLength = chunkedEncoding, -1
 		resp.Body = framedBody(br, -1)
 		return nil
 	}

@@ -87,6 +87,9 @@ func (sc *scratch) release() {
 	if cap(sc.long) > 8<<10 {
 		sc.long = nil // a rare long line is not kept
 	}
+	if cap(sc.text) > 64<<10 {
+		sc.text = nil // nor the values of a rare large head
+	}
 	sc.text, sc.spans = sc.text[:0], sc.spans[:0]
 	scratches.Put(sc)
 }
@@ -223,6 +226,9 @@ func isChunked(te []string) bool {
 	return true
 }
 
+// chunkedEncoding is every chunked message's TransferEncoding, made once: nothing changes it.
+var chunkedEncoding = []string{"chunked"}
+
 // framedBody is the body framing of a message: n bytes, or chunked when n is -1.
 func framedBody(br *bufio.Reader, n int64) io.ReadCloser {
 	if n < 0 {
@@ -260,42 +266,42 @@ func (b *lengthBody) Read(p []byte) (int, error) {
 
 func (b *lengthBody) Close() error { return nil }
 
-// chunkedBody is a chunked body. After the last chunk it reads the trailer section (and drops
-// it), so that the connection is left at the start of the next message.
+// chunkedBody is a chunked body. After the last chunk it reads the trailer section, checked and
+// bounded as a head is, and drops it, so that the connection is left at the start of the next
+// message. A failure is kept: every later Read reports it again.
 type chunkedBody struct {
-	br   *bufio.Reader
-	r    io.Reader
-	sc   *scratch // for a trailer line longer than the read buffer
-	done bool
+	br  *bufio.Reader
+	r   io.Reader
+	err error // io.EOF once the body and its trailer are read
 }
 
 func (b *chunkedBody) Read(p []byte) (int, error) {
-	if b.done {
-		return 0, io.EOF
+	if b.err != nil {
+		return 0, b.err
 	}
 	n, err := b.r.Read(p)
 	if err == io.EOF {
-		if b.sc == nil {
-			b.sc = &scratch{}
-		}
-		for i := 0; ; i++ {
-			if i == MaxHeaderLines {
-				return n, ErrHeadTooLong
-			}
-			line, lerr := readLine(b.br, b.sc)
-			if lerr == io.EOF {
-				lerr = io.ErrUnexpectedEOF
-			}
-			if lerr != nil {
-				return n, lerr
-			}
-			if len(line) == 0 {
-				break
-			}
-		}
-		b.done = true
+		err = b.readTrailer()
 	}
+	b.err = err
 	return n, err
+}
+
+// readTrailer reads the section after the last chunk: nearly always just its empty line.
+func (b *chunkedBody) readTrailer() error {
+	if end, _ := b.br.Peek(2); string(end) == "\r\n" {
+		_, _ = b.br.Discard(2)
+		return io.EOF
+	}
+	sc := getScratch()
+	defer sc.release()
+	if _, err := readHeader(b.br, sc); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	return io.EOF
 }
 
 func (b *chunkedBody) Close() error { return nil }

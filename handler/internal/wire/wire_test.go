@@ -245,6 +245,9 @@ func TestReadRequestBodies(t *testing.T) {
 		{"truncated chunk", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\na\r\nhel", "hel", io.ErrUnexpectedEOF},
 		{"truncated trailer", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nA: 1\r\n", "abc", io.ErrUnexpectedEOF},
 		{"bad chunk size", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", "", errAny},
+		// A trailer is checked as a head is: a request line hidden in it is refused, not swallowed.
+		{"request line in the trailer", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nGET /x HTTP/1.1\r\n\x01\x7f: :\r\n\r\n", "abc", ErrMalformed},
+		{"trailer over the line limit", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n" + strings.Repeat("A: 1\r\n", MaxHeaderLines+1) + "\r\n", "abc", ErrHeadTooLong},
 	}
 	const next = "GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
 	for _, tt := range tests {
@@ -271,6 +274,10 @@ func TestReadRequestBodies(t *testing.T) {
 			case tt.bodyErr != nil:
 				if !errors.Is(err, tt.bodyErr) {
 					t.Errorf("body read: %v, want %v", err, tt.bodyErr)
+				}
+				// The failure stays: a later read does not report a clean end.
+				if _, again := req.Body.Read(make([]byte, 1)); !errors.Is(again, tt.bodyErr) {
+					t.Errorf("read after the failure: %v, want %v again", again, tt.bodyErr)
 				}
 				return
 			case err != nil:
@@ -331,10 +338,10 @@ func TestReadResponse(t *testing.T) {
 			header: http.Header{"Content-Length": {"1"}}, length: 1, body: "x",
 		},
 		{
-			name: "101 is final and has no body",
+			name: "101 is final, has no body and ends the connection's reuse",
 			raw:  "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
 			code: 101, status: "101 Switching Protocols", proto: "HTTP/1.1",
-			header: http.Header{"Upgrade": {"websocket"}},
+			header: http.Header{"Upgrade": {"websocket"}}, close: true,
 		},
 		{
 			name: "HEAD keeps the length but has no body", method: "HEAD",
