@@ -339,16 +339,16 @@ type dateText struct {
 
 var cachedDate atomic.Pointer[dateText]
 
-// errorJSON is the Azure OpenAI error shape.
+// errorJSON is the Azure OpenAI error shape, {"error":{"code":...,"message":...}}, for the
+// answers the server gives before any handler runs. (proxy.WriteError writes the same shape
+// for the handler's answers; the server sits below the proxy and does not import it.)
 func errorJSON(code, message string) []byte {
-	b, _ := json.Marshal(struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}{Error: struct {
+	type detail struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
-	}{code, message}})
+	}
+	b, _ := json.Marshal(struct {
+		Error detail `json:"error"`
+	}{detail{code, message}})
 	return b
 }
