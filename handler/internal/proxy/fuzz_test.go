@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/tidwall/gjson"
 )
 
 // Fuzz targets for every parser of untrusted input in the forwarder. `tests/run` runs each for a
@@ -93,5 +95,20 @@ func FuzzEventReader(f *testing.F) {
 			hasContent(ev)
 		}
 		t.Fatal("the reader did not end")
+	})
+}
+
+// FuzzValidatorsAgree: the stream's JSON check (gjson) accepts exactly what encoding/json does.
+func FuzzValidatorsAgree(f *testing.F) {
+	for _, s := range []string{
+		`{"a":[1,-0.5e+3,true,false,null,"\u00e9\n"]}`, `01`, `1.`, `.5`, `-`, `1e`, `+1`, `{"a":1,}`, `[1,]`, `tru`, `nul`,
+		`"\x"`, `"\u12"`, "\"\x01\"", "\"\xff\"", ` { "a" : { } } `, `{"a" 1}`, `{a:1}`, `"a"  "b"`, "", " ",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if std, fast := json.Valid(b), gjson.ValidBytes(b); std != fast {
+			t.Fatalf("%q: encoding/json says %v, gjson says %v", b, std, fast)
+		}
 	})
 }

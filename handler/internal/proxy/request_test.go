@@ -93,6 +93,8 @@ func TestEventReader(t *testing.T) {
 		"data: {broken\n\n" +
 		": comment\n\n" +
 		"data: [DONE]\n\n" +
+		"data:[DONE] \r\n\r\n" + // no space after the colon, one before the line end
+		"data: {\"x\":\"data: [DONE]\"}\n\n" + // [DONE] inside JSON ends nothing
 		"data: {\"tail\":true}\n" // unfinished last event at EOF
 	r := newEventReader(strings.NewReader(in), log)
 	var got []string
@@ -104,9 +106,13 @@ func TestEventReader(t *testing.T) {
 			}
 			break
 		}
+		if r.done {
+			ev = append([]byte("DONE "), ev...)
+		}
 		got = append(got, string(ev))
 	}
-	want := []string{"data: {\"a\":1}\n\n", "event: x\r\ndata: {\"b\":2}\r\n\n", ": comment\n\n", "data: [DONE]\n\n", "data: {\"tail\":true}\n\n"}
+	want := []string{"data: {\"a\":1}\n\n", "event: x\r\ndata: {\"b\":2}\r\n\n", ": comment\n\n", "DONE data: [DONE]\n\n",
+		"DONE data:[DONE] \r\n\n", "data: {\"x\":\"data: [DONE]\"}\n\n", "data: {\"tail\":true}\n\n"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("got %q\nwant %q", got, want)
 	}

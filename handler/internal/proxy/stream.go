@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/aoai-failover/gateway/handler/internal/state"
 )
 
@@ -92,8 +94,8 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 		if _, err := w.Write(ev); err != nil {
 			return
 		}
-		if isDone(ev) {
-			_ = rc.Flush()
+		if a.events.done {
+			endBody(w, rc)
 			return // finish promptly, whether or not the backend closes its end
 		}
 		// Flush before waiting for the network; events that arrived together go out together,
@@ -107,6 +109,7 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 		var err error
 		ev, err = a.events.next()
 		if errors.Is(err, io.EOF) {
+			endBody(w, rc)
 			return
 		}
 		if err != nil {
@@ -115,10 +118,25 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 			}
 			cause := g.broken(c, a, err)
 			_, _ = w.Write(errorEvent(cause))
-			_ = rc.Flush()
+			endBody(w, rc)
 			return
 		}
 	}
+}
+
+// bodyEnder is a ResponseWriter that can send the end of a body before the handler returns
+// (the gateway's own server can).
+type bodyEnder interface{ EndBody() error }
+
+// endBody lets the caller have the whole stream, its end included, now: the request's log line
+// and the attempt's clean-up come after, off the caller's wait. Other writers get a flush and
+// end the body when the handler returns.
+func endBody(w http.ResponseWriter, rc *http.ResponseController) {
+	if e, ok := w.(bodyEnder); ok {
+		_ = e.EndBody()
+		return
+	}
+	_ = rc.Flush()
 }
 
 // broken records a response that failed after it was committed and returns why, for the caller.
@@ -161,6 +179,7 @@ type eventReader struct {
 	event  []byte
 	log    *slog.Logger
 	maxLen int
+	done   bool // the event next returned last is data: [DONE]
 }
 
 // maxEventBytes bounds one event; a larger one means the stream is not what it claims to be.
@@ -251,8 +270,12 @@ func isBlank(line []byte) bool {
 }
 
 // valid: every data line of the event is JSON or [DONE]; an event without data (a comment,
-// a bare "event:" line) is passed on as it is.
+// a bare "event:" line) is passed on as it is. It notes whether the event is [DONE].
+//
+// gjson's validator accepts exactly what encoding/json.Valid accepts (FuzzValidatorsAgree) at
+// about 2.5x its speed, and a stream checks every event it passes on.
 func (e *eventReader) valid(ev []byte) bool {
+	e.done = false
 	rest := ev
 	for len(rest) > 0 {
 		line := rest
@@ -266,15 +289,13 @@ func (e *eventReader) valid(ev []byte) bool {
 			continue
 		}
 		data = bytes.TrimSpace(data)
-		if !bytes.Equal(data, []byte("[DONE]")) && !json.Valid(data) {
+		if bytes.Equal(data, []byte("[DONE]")) {
+			e.done = true
+		} else if !gjson.ValidBytes(data) {
 			return false
 		}
 	}
 	return true
-}
-
-func isDone(ev []byte) bool {
-	return bytes.Contains(ev, []byte("data: [DONE]")) || bytes.Contains(ev, []byte("data:[DONE]"))
 }
 
 // hasContent: the event carries generated text, which marks the time to first token.

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -33,6 +34,7 @@ type response struct {
 	bw           *bufio.Writer
 	err          error
 	readDeadline bool // the handler set a read deadline that is still on the connection
+	ended        bool // EndBody sent the whole response
 }
 
 // holdLimit is how much of a body of unknown length is held back to send it with an exact
@@ -85,6 +87,9 @@ func (w *response) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	if w.ended {
+		return 0, errBodyEnded
+	}
 	if w.bodyless {
 		if w.req.Method == http.MethodHead {
 			w.written += int64(len(p))
@@ -115,7 +120,7 @@ func (w *response) FlushError() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	if w.err != nil {
+	if w.err != nil || w.ended {
 		return w.err
 	}
 	if !w.sent {
@@ -124,6 +129,18 @@ func (w *response) FlushError() error {
 	if err := w.bw.Flush(); err != nil {
 		w.fail(err)
 	}
+	return w.err
+}
+
+// errBodyEnded is what a write after EndBody gets.
+var errBodyEnded = errors.New("server: write after the response body was ended")
+
+// EndBody sends the rest of the response and its end (a chunked body's last chunk) at once,
+// before the handler returns: a handler that knows its answer is complete lets the client have
+// all of it now rather than after its own bookkeeping. Later writes fail.
+func (w *response) EndBody() error {
+	w.finish()
+	w.ended = true
 	return w.err
 }
 
@@ -151,8 +168,11 @@ func (w *response) SetReadDeadline(t time.Time) error {
 }
 func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
 
-// finish completes the response after the handler returned.
+// finish completes the response after the handler returned, unless EndBody already did.
 func (w *response) finish() {
+	if w.ended {
+		return
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}

@@ -460,6 +460,52 @@ func TestFlushDeliversBeforeTheHandlerReturns(t *testing.T) {
 	}
 }
 
+// EndBody gives the client the whole answer, its end included, while the handler still runs;
+// the connection stays usable for the next request.
+func TestEndBodyCompletesTheResponseBeforeTheHandlerReturns(t *testing.T) {
+	clientDone := make(chan struct{}, 1)
+	lateWrite := make(chan error, 1)
+	ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "data: a\n\n")
+		if r.URL.Path == "/stream" {
+			http.NewResponseController(w).Flush() // headers out: the body is chunked
+		}
+		io.WriteString(w, "data: b\n\n")
+		if err := w.(interface{ EndBody() error }).EndBody(); err != nil {
+			t.Errorf("EndBody: %v", err)
+		}
+		select {
+		case <-clientDone: // the client read the whole body while the handler runs
+		case <-time.After(5 * time.Second):
+		}
+		_, err := io.WriteString(w, "late")
+		lateWrite <- err
+	})})
+	cl := client(t)
+	for _, path := range []string{"/stream", "/held", "/stream"} {
+		resp, err := cl.Get(ts.url(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(body) != "data: a\n\ndata: b\n\n" {
+			t.Fatalf("%s: body %q, %v", path, body, err)
+		}
+		chunked := len(resp.TransferEncoding) == 1 && resp.TransferEncoding[0] == "chunked"
+		if want := path == "/stream"; chunked != want || !want && resp.ContentLength != int64(len(body)) {
+			t.Errorf("%s: chunked %v, Content-Length %d", path, chunked, resp.ContentLength)
+		}
+		clientDone <- struct{}{}
+		if err := <-lateWrite; err == nil {
+			t.Errorf("%s: a write after EndBody succeeded", path)
+		}
+	}
+	if n := ts.accepted.Load(); n != 1 {
+		t.Errorf("%d connections for three requests, want 1", n)
+	}
+}
+
 func TestHandlerPanic(t *testing.T) {
 	var logs testio.Buffer
 	ts := start(t, &Server{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
