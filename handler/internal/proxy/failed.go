@@ -157,7 +157,11 @@ func (l *requestLog) setUsage(u Usage, ok bool) {
 func (g *Gateway) logRequest(c *call) {
 	endRequestSpan(c)
 	now := g.opt.Now()
-	total := now.Sub(c.start)
+	end := now
+	if !c.end.IsZero() {
+		end = c.end
+	}
+	total := end.Sub(c.start)
 	g.metrics.record(context.Background(), c, total.Seconds())
 	if g.opt.RequestLog == nil {
 		return

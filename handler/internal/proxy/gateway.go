@@ -123,6 +123,7 @@ type call struct {
 	inHeader http.Header // the caller's headers; filtered afresh for each attempt
 	span     trace.Span
 	start    time.Time
+	end      time.Time // when the caller had the whole answer, if that was before the handler returned
 	log      requestLog
 }
 
@@ -292,6 +293,7 @@ var (
 	errFirstEventTimeout = errors.New("no first stream event in time")
 	errIdleTimeout       = errors.New("the response went silent")
 	errRequestDeadline   = errors.New("the request's deadline passed")
+	errEndTimeout        = errors.New("the stream's last chunk did not follow [DONE]")
 )
 
 // attempt is one try of one target.

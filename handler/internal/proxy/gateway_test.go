@@ -488,6 +488,32 @@ func TestStreaming(t *testing.T) {
 		}
 	})
 
+	t.Run("the backend connection is kept when the last chunk comes after [DONE]", func(t *testing.T) {
+		var mu sync.Mutex
+		conns := map[string]bool{}
+		b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			conns[r.RemoteAddr] = true
+			mu.Unlock()
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: {\"n\":1}\n\ndata: [DONE]\n\n")
+			w.(http.Flusher).Flush()
+			time.Sleep(5 * time.Millisecond) // the last chunk goes out on its own, when this returns
+		})
+		tg := newGateway(t, nil, b)
+		for i := 0; i < 3; i++ {
+			if resp, body := tg.post(t, chatPath, `{"stream":true}`); resp.StatusCode != 200 || !strings.HasSuffix(body, "data: [DONE]\n\n") {
+				t.Fatalf("%d %q", resp.StatusCode, body)
+			}
+			tg.settle()
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(conns) != 1 {
+			t.Errorf("three streams took %d backend connections, want 1", len(conns))
+		}
+	})
+
 	t.Run("stall after commit gives an in-band error", func(t *testing.T) {
 		b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/event-stream")

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -96,7 +97,9 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 		}
 		if a.events.done {
 			endBody(w, rc)
-			return // finish promptly, whether or not the backend closes its end
+			c.end = g.opt.Now()
+			g.keepUpstream(a) // the caller has all of it: this waits on no one
+			return
 		}
 		// Flush before waiting for the network; events that arrived together go out together,
 		// which saves a write per event without ever holding one back.
@@ -122,6 +125,21 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 			return
 		}
 	}
+}
+
+// A finished stream's upstream connection is kept only when its body is read to the end: the
+// chunked body's last chunk, which a backend sends right after [DONE], often in a TLS record or
+// packet of its own. A dropped connection costs a later request a new TCP and TLS handshake.
+const (
+	endWait     = 25 * time.Millisecond
+	endMaxBytes = 4 << 10
+)
+
+// keepUpstream reads what is left of a stream after [DONE], for at most endWait and
+// endMaxBytes; a backend that sends nothing more, or more than that, loses the connection.
+func (g *Gateway) keepUpstream(a *attempt) {
+	a.watch.arm(endWait, waitEnd)
+	_, _ = io.CopyN(io.Discard, a.events.r, endMaxBytes)
 }
 
 // bodyEnder is a ResponseWriter that can send the end of a body before the handler returns

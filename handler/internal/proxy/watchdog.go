@@ -15,9 +15,10 @@ const (
 	waitHeaders                // a non-streaming answer's headers
 	waitFirstEvent             // a stream's first event
 	waitIdle                   // the next bytes of a body or stream
+	waitEnd                    // a finished stream's last chunk, read only to keep the connection
 )
 
-var waitCauses = [...]error{errRequestDeadline, errHeaderTimeout, errFirstEventTimeout, errIdleTimeout}
+var waitCauses = [...]error{errRequestDeadline, errHeaderTimeout, errFirstEventTimeout, errIdleTimeout, errEndTimeout}
 
 // watchdog ends an attempt when its current wait runs out, or the request's overall deadline,
 // whichever comes first. One timer serves every stage of the attempt; the cancellation's cause
