@@ -406,8 +406,12 @@ func findUsage(body []byte) (Usage, bool) {
 	return u, true
 }
 
+// usageTail finds events that may hold usage: it runs on every event, and a search that starts
+// at a quote stops at every key and string of the JSON (about 3.5x slower on chat chunks).
+var usageTail = []byte(`usage"`)
+
 func eventUsage(ev []byte) (Usage, bool) {
-	if !bytes.Contains(ev, usageKey) {
+	if !bytes.Contains(ev, usageTail) {
 		return Usage{}, false
 	}
 	return findUsage(ev)
