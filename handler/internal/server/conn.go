@@ -163,7 +163,8 @@ func (c *conn) serveOne() (keep bool) {
 		return false
 	}
 	w.finish()
-	keep = !w.closeAfter && w.err == nil && !c.isGone()
+	b.dropUnread()
+	keep = !w.closeAfter && w.err == nil && !c.isGone() && b.eof
 	w.release()
 	if !keep && !b.eof && w.err == nil {
 		c.lingerClose()
@@ -311,6 +312,18 @@ func (b *requestBody) Read(p []byte) (int, error) {
 }
 
 func (b *requestBody) Close() error { return nil }
+
+// dropUnread drops what the handler left unread of a body that came whole with its head (an
+// early answer such as a 404 or 405), so that the connection can carry the next request. It
+// reads only from the buffer.
+func (b *requestBody) dropUnread() {
+	if b.eof || !b.inBuffer {
+		return
+	}
+	if _, err := io.Copy(io.Discard, b.rc); err == nil {
+		b.eof = true
+	}
+}
 
 // The watch. A read on the connection after the request body has ended returns only when the
 // caller sends more (a pipelined request: the byte is kept for it), closes the connection, or

@@ -226,9 +226,10 @@ func (w *response) sendHeader(final bool) {
 	default: // HTTP/1.0 and no length: the body ends when the connection does
 		w.closeAfter = true
 	}
-	if w.c.s.closing.Load() || !w.bodyDone() {
+	if w.c.s.closing.Load() || !w.bodyDone() && !w.body.inBuffer {
 		// A body the handler did not read to its end (or was never asked for with 100
-		// Continue) is not read on its behalf: the connection ends after this answer.
+		// Continue) is not read on its behalf: the connection ends after this answer. One
+		// wholly in the read buffer is dropped from it when the handler returns (dropUnread).
 		w.closeAfter = true
 	}
 	w.writeString("HTTP/1.1 ")

@@ -702,6 +702,30 @@ func TestEarlyAnswerToAnUnreadLargeBody(t *testing.T) {
 	}
 }
 
+// An early answer to a small body that came with its head (a 404, a 405) keeps the connection:
+// the unread body is dropped from the read buffer, not taken for the next request.
+func TestEarlyAnswerToAnUnreadBufferedBody(t *testing.T) {
+	ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/echo" {
+			echo(w, r)
+			return
+		}
+		w.WriteHeader(http.StatusNotFound)
+	})})
+	c := dial(t, ts.addr)
+	c.send(t, "POST /nowhere HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nGET / HTTP/") // a body that looks like a request
+	if resp, _ := c.read(t, "POST"); resp.StatusCode != http.StatusNotFound || resp.Close {
+		t.Fatalf("first answer: %d, close=%v", resp.StatusCode, resp.Close)
+	}
+	c.send(t, "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nnext")
+	if resp, body := c.read(t, "POST"); resp.StatusCode != http.StatusOK || !strings.Contains(body, "next") {
+		t.Fatalf("second answer: %d %q", resp.StatusCode, body)
+	}
+	if n := ts.accepted.Load(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
+}
+
 func TestReadHeaderTimeout(t *testing.T) {
 	const timeout = 50 * time.Millisecond
 	ts := start(t, &Server{ReadHeaderTimeout: timeout, Handler: http.HandlerFunc(echo)})
