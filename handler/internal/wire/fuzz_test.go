@@ -70,9 +70,6 @@ func FuzzReadRequest(f *testing.F) {
 		}
 		target := wreq.RequestURI
 		nhost := nreq.Host
-		if nreq.URL.Host != "" {
-			nhost = removeEmptyPort(nhost) // http.NewRequest drops an empty port; same authority
-		}
 		if wreq.Method != nreq.Method || wreq.URL.Path != nreq.URL.Path || wreq.URL.RawQuery != nreq.URL.RawQuery ||
 			wreq.Host != nhost || wreq.Proto != nreq.Proto || wreq.ProtoMinor != nreq.ProtoMinor || target != nreq.RequestURI {
 			t.Fatalf("heads differ: wire %s %q %q %q %s, net/http %s %q %q %q %s\n%q",
@@ -244,12 +241,4 @@ func normalizeLengths(h http.Header) http.Header {
 		}
 	}
 	return h
-}
-
-// removeEmptyPort is net/http's: "host:" is "host".
-func removeEmptyPort(host string) string {
-	if strings.LastIndex(host, ":") > strings.LastIndex(host, "]") {
-		return strings.TrimSuffix(host, ":")
-	}
-	return host
 }
