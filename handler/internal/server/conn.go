@@ -215,7 +215,7 @@ func (c *conn) reject(status int, code, message string) {
 	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	body := errorJSON(code, message)
 	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(statusLine(status))
+	bw.WriteString(wire.StatusLine(status))
 	bw.WriteString("\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nX-Served-By: none\r\nX-Gateway-Attempts: 0\r\nContent-Length: ")
 	bw.WriteString(strconv.Itoa(len(body)))
 	bw.WriteString("\r\n\r\n")

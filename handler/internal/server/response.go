@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/aoai-failover/gateway/handler/internal/wire"
 )
 
 // response is the http.ResponseWriter of one request. Headers go out with the first body bytes
@@ -233,7 +235,7 @@ func (w *response) sendHeader(final bool) {
 		w.closeAfter = true
 	}
 	w.writeString("HTTP/1.1 ")
-	w.writeString(statusLine(w.status))
+	w.writeString(wire.StatusLine(w.status))
 	w.writeString("\r\n")
 	for k, vv := range h {
 		if k == "Connection" || !httpguts.ValidHeaderFieldName(k) {
@@ -327,18 +329,6 @@ func (w *response) release() {
 		writers.Put(w.bw)
 		w.bw = nil
 	}
-}
-
-// statusLine is "200 OK" for 200.
-func statusLine(code int) string {
-	if code == http.StatusOK {
-		return "200 OK"
-	}
-	text := http.StatusText(code)
-	if text == "" {
-		text = "status code " + strconv.Itoa(code)
-	}
-	return strconv.Itoa(code) + " " + text
 }
 
 // httpDate is the Date header's value, formatted once a second.

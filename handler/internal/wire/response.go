@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -56,12 +57,32 @@ func readStatus(br *bufio.Reader, req *http.Request, sc *scratch) (*http.Respons
 	if line[7] == '0' {
 		resp.Proto, resp.ProtoMinor = "HTTP/1.0", 0
 	}
-	if status := line[9:]; string(status) == "200 OK" {
-		resp.Status = "200 OK"
+	if status := line[9:]; string(status) == StatusLine(code) {
+		resp.Status = StatusLine(code) // the usual wording, made once
 	} else {
 		resp.Status = string(status)
 	}
 	return resp, nil
+}
+
+// statusLines are "429 Too Many Requests" and the like, made once: a throttled region answers
+// hundreds of 429s a second, and the gateway its own.
+var statusLines = func() (lines [600]string) {
+	for code := range lines {
+		if text := http.StatusText(code); text != "" {
+			lines[code] = strconv.Itoa(code) + " " + text
+		}
+	}
+	return lines
+}()
+
+// StatusLine is the status code and its reason phrase, "200 OK" for 200; a code without one
+// gets "status code N".
+func StatusLine(code int) string {
+	if code >= 0 && code < len(statusLines) && statusLines[code] != "" {
+		return statusLines[code]
+	}
+	return strconv.Itoa(code) + " status code " + strconv.Itoa(code)
 }
 
 // frameResponse sets the body reader (RFC 9112 6.3).

@@ -508,3 +508,30 @@ var errAny = errors.New("any error")
 func chunk(s string) string {
 	return strconv.FormatInt(int64(len(s)), 16) + "\r\n" + s + "\r\n"
 }
+
+func TestStatusLine(t *testing.T) {
+	for _, tt := range []struct {
+		code int
+		want string
+	}{
+		{200, "200 OK"}, {429, "429 Too Many Requests"}, {504, "504 Gateway Timeout"},
+		{299, "299 status code 299"}, {700, "700 status code 700"}, {-1, "-1 status code -1"},
+	} {
+		if got := StatusLine(tt.code); got != tt.want {
+			t.Errorf("StatusLine(%d) = %q, want %q", tt.code, got, tt.want)
+		}
+	}
+	// An upstream status line keeps its own reason phrase, and the usual one costs nothing.
+	for raw, want := range map[string]string{
+		"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n": "429 Too Many Requests",
+		"HTTP/1.1 429 Slow down\r\nContent-Length: 0\r\n\r\n":         "429 Slow down",
+	} {
+		resp, err := ReadResponse(bufio.NewReader(strings.NewReader(raw)), &http.Request{Method: http.MethodPost})
+		if err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		if resp.Status != want {
+			t.Errorf("%q: status %q, want %q", raw, resp.Status, want)
+		}
+	}
+}
