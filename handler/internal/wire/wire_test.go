@@ -521,7 +521,7 @@ func TestStatusLine(t *testing.T) {
 			t.Errorf("StatusLine(%d) = %q, want %q", tt.code, got, tt.want)
 		}
 	}
-	// An upstream status line keeps its own reason phrase, and the usual one costs nothing.
+	// An upstream status line keeps its own reason phrase, whether the usual one or not.
 	for raw, want := range map[string]string{
 		"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n": "429 Too Many Requests",
 		"HTTP/1.1 429 Slow down\r\nContent-Length: 0\r\n\r\n":         "429 Slow down",
