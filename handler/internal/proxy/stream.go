@@ -127,19 +127,17 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 	}
 }
 
-// A finished stream's upstream connection is kept only when its body is read to the end: the
-// chunked body's last chunk, which a backend sends right after [DONE], often in a TLS record or
-// packet of its own. A dropped connection costs a later request a new TCP and TLS handshake.
-const (
-	endWait     = 25 * time.Millisecond
-	endMaxBytes = 4 << 10
-)
+// endWait bounds the wait for what follows [DONE]: the chunked body's last chunk, which a
+// backend sends right after it, often in a TLS record or packet of its own. The connection is
+// kept only when the body is read to its end, and a dropped one costs a later request a new
+// TCP and TLS handshake.
+const endWait = 25 * time.Millisecond
 
-// keepUpstream reads what is left of a stream after [DONE], for at most endWait and
-// endMaxBytes; a backend that sends nothing more, or more than that, loses the connection.
+// keepUpstream drains what is left of a stream after [DONE], as a discarded error body is
+// drained; a backend that sends nothing more within endWait loses the connection.
 func (g *Gateway) keepUpstream(a *attempt) {
 	a.watch.arm(endWait, waitEnd)
-	_, _ = io.CopyN(io.Discard, a.events.r, endMaxBytes)
+	drain(a.resp.Body)
 }
 
 // bodyEnder is a ResponseWriter that can send the end of a body before the handler returns
