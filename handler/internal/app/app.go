@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/aoai-failover/gateway/handler/internal/auth"
 	"github.com/aoai-failover/gateway/handler/internal/config"
@@ -25,7 +27,6 @@ import (
 	"github.com/aoai-failover/gateway/handler/internal/server"
 	"github.com/aoai-failover/gateway/handler/internal/state"
 	"github.com/aoai-failover/gateway/handler/internal/telemetry"
-	"github.com/aoai-failover/gateway/handler/internal/upstream"
 )
 
 // Env is what the process gets from its surroundings.
@@ -101,7 +102,6 @@ type gateway struct {
 	started  time.Time
 	store    string
 	creds    *secrets.Credentials
-	slots    chan struct{} // one per request being forwarded
 }
 
 // clockSkew is how far instances' clocks may differ: a mark is absolute UTC time, so another
@@ -273,6 +273,8 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 		Timeouts:         r.Timeouts,
 		Throttle:         r.Throttle,
 		MaxBodyBytes:     r.Limits.MaxRequestBodyBytes,
+		MaxConcurrent:    r.Limits.MaxConcurrentRequests,
+		MaxPendingBodies: r.Limits.MaxPendingBodies,
 		RouteByRemaining: r.Throttle.RouteByRemainingOrDefault(),
 		Logger:           log,
 		RequestLog:       out,
@@ -284,40 +286,29 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 		front:    auth.FrontDoor{ID: s.FrontDoorID},
 		callers:  callers(r, vault, log),
 		instance: instance, started: time.Now(), store: store.kind, creds: creds,
-		slots: make(chan struct{}, r.Limits.MaxConcurrentRequests),
 	}, nil
 }
 
-// newTransport returns the client for every backend: the gateway's own HTTP/1.1 transport,
-// or net/http's when an outbound proxy is configured (HTTPS_PROXY and friends), which it
-// supports and the gateway's own does not.
-func newTransport(connect time.Duration, getenv func(string) string) http.RoundTripper {
-	for _, v := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
-		if getenv(v) != "" {
-			return proxyTransport(connect)
+// newTransport returns the client for every backend, with the outbound proxy that HTTPS_PROXY,
+// HTTP_PROXY and NO_PROXY name in the process's settings (read through getenv).
+func newTransport(connect time.Duration, getenv func(string) string) *http.Transport {
+	env := func(upper, lower string) string {
+		if v := getenv(upper); v != "" {
+			return v
 		}
+		return getenv(lower)
 	}
-	return upstream.New(connect)
-}
-
-// proxyTransport keeps and reuses connections generously (the default of 2 idle connections
-// per host collapses under load) and leaves compression to the caller and backend so that
-// bytes pass through untouched.
-func proxyTransport(connect time.Duration) *http.Transport {
-	d := &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           d.DialContext,
-		TLSHandshakeTimeout:   connect,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          2048,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
-		DisableCompression:    true,
-		ExpectContinueTimeout: 0,
-		WriteBufferSize:       32 << 10,
-		ReadBufferSize:        32 << 10,
+	cfg := httpproxy.Config{
+		HTTPProxy:  env("HTTP_PROXY", "http_proxy"),
+		HTTPSProxy: env("HTTPS_PROXY", "https_proxy"),
+		NoProxy:    env("NO_PROXY", "no_proxy"),
 	}
+	var choose func(*http.Request) (*url.URL, error)
+	if cfg.HTTPProxy != "" || cfg.HTTPSProxy != "" {
+		pick := cfg.ProxyFunc()
+		choose = func(r *http.Request) (*url.URL, error) { return pick(r.URL) }
+	}
+	return proxy.NewTransport(connect, choose)
 }
 
 func instanceName(getenv func(string) string) string {

@@ -7,8 +7,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/aoai-failover/gateway/handler/internal/auth"
-	"github.com/aoai-failover/gateway/handler/internal/proxy"
+	"github.com/aoai-failover/gateway/handler/internal/apierr"
 )
 
 // HealthPath answers Front Door's health probe; the infra template's probe uses the same path
@@ -38,35 +37,20 @@ func (g *gateway) handler() http.Handler {
 			return
 		}
 		if rej := g.front.Check(r); rej != nil {
-			reject(w, rej)
+			rej.Write(w)
 			return
 		}
 		app, rej := g.callers.Authenticate(r)
 		if rej != nil {
-			reject(w, rej)
+			rej.Write(w)
 			return
 		}
 		if r.URL.Path == "/status" {
 			g.status(w, r)
 			return
 		}
-		select {
-		case g.slots <- struct{}{}:
-			defer func() { <-g.slots }()
-		default:
-			w.Header().Set("Retry-After", "1")
-			proxy.WriteError(w, http.StatusServiceUnavailable, "Overloaded", "this gateway instance is at its limit of concurrent requests; retry shortly")
-			return
-		}
 		g.proxy.Serve(w, r, app)
 	})
-}
-
-func reject(w http.ResponseWriter, rej *auth.Rejection) {
-	if rej.Challenge != "" {
-		w.Header().Set("WWW-Authenticate", rej.Challenge)
-	}
-	proxy.WriteError(w, rej.Status, rej.Code, rej.Message)
 }
 
 // recoverPanic turns a bug into a 500 and one error line instead of a dead connection. The
@@ -80,14 +64,14 @@ func (g *gateway) recoverPanic(w http.ResponseWriter, r *http.Request) {
 		panic(v)
 	}
 	g.log.Error("panic serving request", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
-	proxy.WriteError(w, http.StatusInternalServerError, "InternalServerError", "the gateway failed while handling the request")
+	apierr.New(http.StatusInternalServerError, "InternalServerError", "the gateway failed while handling the request").Write(w)
 }
 
 // healthz is Front Door's probe: 200 while this instance can serve, 503 otherwise.
 func (g *gateway) healthz(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		proxy.WriteError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use GET or HEAD")
+		apierr.New(http.StatusMethodNotAllowed, "MethodNotAllowed", "use GET or HEAD").Write(w)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -107,7 +91,7 @@ func (g *gateway) healthz(w http.ResponseWriter, r *http.Request) {
 func (g *gateway) status(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
-		proxy.WriteError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use GET")
+		apierr.New(http.StatusMethodNotAllowed, "MethodNotAllowed", "use GET").Write(w)
 		return
 	}
 	now := time.Now()
@@ -146,7 +130,7 @@ func (g *gateway) status(w http.ResponseWriter, r *http.Request) {
 		"uptime":      now.Sub(g.started).Round(time.Second).String(),
 		"store":       map[string]any{"kind": g.store, "shared": store.Shared, "healthy": store.Healthy, "lastError": store.LastError, "lastSync": store.LastSync},
 		"deployments": deployments,
-		"runtime":     map[string]any{"goroutines": runtime.NumGoroutine(), "heapMiB": mem.HeapInuse >> 20, "inFlight": len(g.slots)},
+		"runtime":     map[string]any{"goroutines": runtime.NumGoroutine(), "heapMiB": mem.HeapInuse >> 20, "inFlight": g.proxy.InFlight()},
 	})
 }
 

@@ -6,16 +6,9 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"strings"
-)
 
-// Rejection is why a request was refused, in the Azure error shape's terms.
-type Rejection struct {
-	Status  int
-	Code    string
-	Message string
-	// Challenge is the WWW-Authenticate value for a 401.
-	Challenge string
-}
+	"github.com/aoai-failover/gateway/handler/internal/apierr"
+)
 
 // FrontDoor refuses requests that did not come through this gateway's Front Door profile.
 type FrontDoor struct {
@@ -23,7 +16,7 @@ type FrontDoor struct {
 }
 
 // Check returns nil when the request may proceed.
-func (f FrontDoor) Check(r *http.Request) *Rejection {
+func (f FrontDoor) Check(r *http.Request) *apierr.Error {
 	if f.ID == "" {
 		return nil
 	}
@@ -31,7 +24,7 @@ func (f FrontDoor) Check(r *http.Request) *Rejection {
 	if subtle.ConstantTimeCompare([]byte(got), []byte(f.ID)) == 1 {
 		return nil
 	}
-	return &Rejection{Status: http.StatusForbidden, Code: "Forbidden", Message: "requests must come through the gateway's Azure Front Door endpoint"}
+	return apierr.New(http.StatusForbidden, "Forbidden", "requests must come through the gateway's Azure Front Door endpoint")
 }
 
 // Callers authenticates callers: with Anonymous every caller is "anonymous"; with Keys, a
@@ -43,7 +36,7 @@ type Callers struct {
 }
 
 // Authenticate returns the caller's app name, or a rejection that says no more than "invalid".
-func (c Callers) Authenticate(r *http.Request) (string, *Rejection) {
+func (c Callers) Authenticate(r *http.Request) (string, *apierr.Error) {
 	if c.Anonymous {
 		return "anonymous", nil
 	}
@@ -51,7 +44,7 @@ func (c Callers) Authenticate(r *http.Request) (string, *Rejection) {
 		if app, err := c.Entra.Verify(r.Context(), strings.TrimSpace(token)); err == nil {
 			return app, nil
 		}
-		return "", &Rejection{Status: http.StatusUnauthorized, Code: "401", Message: "Access denied due to an invalid bearer token.", Challenge: `Bearer realm="aoai-gateway", error="invalid_token"`}
+		return "", apierr.New(http.StatusUnauthorized, "401", "Access denied due to an invalid bearer token.").With("WWW-Authenticate", `Bearer realm="aoai-gateway", error="invalid_token"`)
 	}
 	if c.Keys != nil {
 		if app, ok := c.Keys.Check(r); ok {
@@ -61,7 +54,7 @@ func (c Callers) Authenticate(r *http.Request) (string, *Rejection) {
 		if r.Header.Get("Api-Key") != "" {
 			msg = "Access denied due to an invalid api-key."
 		}
-		return "", &Rejection{Status: http.StatusUnauthorized, Code: "401", Message: msg, Challenge: `Bearer realm="aoai-gateway", error="invalid_token"`}
+		return "", apierr.New(http.StatusUnauthorized, "401", msg).With("WWW-Authenticate", `Bearer realm="aoai-gateway", error="invalid_token"`)
 	}
-	return "", &Rejection{Status: http.StatusUnauthorized, Code: "401", Message: "Access denied: the request has no valid credential for this gateway.", Challenge: `Bearer realm="aoai-gateway"`}
+	return "", apierr.New(http.StatusUnauthorized, "401", "Access denied: the request has no valid credential for this gateway.").With("WWW-Authenticate", `Bearer realm="aoai-gateway"`)
 }

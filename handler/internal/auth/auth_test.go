@@ -30,7 +30,7 @@ func TestCallers(t *testing.T) {
 		t.Errorf("anonymous: %q %+v", app, rej)
 	}
 	_, rej := (Callers{}).Authenticate(httptest.NewRequest("GET", "/status", nil))
-	if rej == nil || rej.Status != 401 || rej.Challenge == "" {
+	if rej == nil || rej.Status != 401 || rej.Header.Get("WWW-Authenticate") == "" {
 		t.Errorf("no method configured: %+v", rej)
 	}
 }

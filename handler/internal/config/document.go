@@ -134,6 +134,10 @@ type Limits struct {
 	// MaxConcurrentRequests bounds the requests one instance forwards at once; past it,
 	// callers get 503 with retry-after at once (load shed) instead of everyone slowing down.
 	MaxConcurrentRequests int `json:"maxConcurrentRequests"`
+	// MaxPendingBodies bounds the requests whose bodies are still arriving. They hold no
+	// forwarding slot, each is bounded by timeouts.requestBody and holds only what it has
+	// sent; past this bound, callers get 503 with retry-after at once.
+	MaxPendingBodies int `json:"maxPendingBodies"`
 }
 
 // Defaults for every tunable; README.md documents them.
@@ -154,6 +158,7 @@ const (
 	DefaultMaxRequestBodyBytes = 64 << 20
 	DefaultSecretsRefresh      = 5 * time.Minute
 	DefaultMaxConcurrent       = 4096
+	DefaultMaxPendingBodies    = 16384
 	// FunctionsRequestLimit is the Functions host's hard limit on an HTTP-triggered request.
 	FunctionsRequestLimit = 230 * time.Second
 )
@@ -180,6 +185,9 @@ func (r *Routing) applyDefaults() {
 	setDur(&r.Secrets.Refresh, DefaultSecretsRefresh)
 	if r.Limits.MaxConcurrentRequests == 0 {
 		r.Limits.MaxConcurrentRequests = DefaultMaxConcurrent
+	}
+	if r.Limits.MaxPendingBodies == 0 {
+		r.Limits.MaxPendingBodies = DefaultMaxPendingBodies
 	}
 	if r.Limits.MaxRequestBodyBytes == 0 {
 		r.Limits.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes

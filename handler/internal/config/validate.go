@@ -153,6 +153,9 @@ func (r *Routing) validate() []string {
 	if r.Circuit.Failures < 1 || r.Circuit.Failures > 100 {
 		add("circuit.failures: %d is out of range 1..100", r.Circuit.Failures)
 	}
+	if r.Limits.MaxPendingBodies < 1 {
+		add("limits.maxPendingBodies: %d must be at least 1", r.Limits.MaxPendingBodies)
+	}
 	if r.Limits.MaxConcurrentRequests < 1 {
 		add("limits.maxConcurrentRequests: %d must be at least 1", r.Limits.MaxConcurrentRequests)
 	}

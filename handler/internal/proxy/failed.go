@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aoai-failover/gateway/handler/internal/apierr"
 	"github.com/aoai-failover/gateway/handler/internal/route"
 	"github.com/aoai-failover/gateway/handler/internal/state"
 	"github.com/aoai-failover/gateway/handler/internal/telemetry"
@@ -19,7 +20,7 @@ import (
 // throttled (with the shortest wait), else 504 when the failures were timeouts, else 502.
 func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attempt, skipped []route.Skipped) {
 	now := g.opt.Now()
-	var details []attemptDetail
+	var details []apierr.Detail
 	allThrottled, anyTimeout, anyOther := true, false, false
 	allNotFound, allNoCredential := len(tried) > 0, len(tried) > 0
 	var soonest time.Time
@@ -29,7 +30,7 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 		}
 	}
 	for _, a := range tried {
-		d := attemptDetail{Target: a.target.ID, Status: a.status, Reason: a.reason}
+		d := apierr.Detail{Target: a.target.ID, Status: a.status, Reason: a.reason}
 		allNotFound = allNotFound && a.notFound
 		allNoCredential = allNoCredential && a.noCredential
 		switch {
@@ -61,7 +62,7 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 		details = append(details, d)
 	}
 	for _, s := range skipped {
-		d := attemptDetail{Target: s.Target.ID, Outcome: "skipped: failing", FreeAt: s.Until.UTC().Format(time.RFC3339Nano)}
+		d := apierr.Detail{Target: s.Target.ID, Outcome: "skipped: failing", FreeAt: s.Until.UTC().Format(time.RFC3339Nano)}
 		if s.Throttled {
 			d.Outcome = "skipped: throttled"
 			d.RetryAfter = s.Until.Sub(now).Round(time.Millisecond).String()
@@ -100,7 +101,7 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 		msg = fmt.Sprintf("no target of deployment %q could serve the request: %s", c.logical, summary(details))
 	}
 	c.log.status = status
-	writeErrorDetails(w, status, code, msg, details)
+	(&apierr.Error{Status: status, Code: code, Message: msg, Details: details}).Write(w)
 }
 
 // setRetryAfter sets both forms of the wait: whole seconds (rounded up, at least 1) and ms.
@@ -113,7 +114,7 @@ func setRetryAfter(h http.Header, wait time.Duration) {
 	h.Set("Retry-After-Ms", strconv.FormatInt(wait.Milliseconds(), 10))
 }
 
-func summary(details []attemptDetail) string {
+func summary(details []apierr.Detail) string {
 	parts := make([]string, 0, len(details))
 	for _, d := range details {
 		s := d.Target + " " + d.Outcome

@@ -3,8 +3,6 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 
@@ -24,8 +22,8 @@ func FuzzParsePath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, path string) {
 		fam, logical, rest, perr := parsePath(path, path)
 		if perr != nil {
-			if perr.status != 400 && perr.status != 404 {
-				t.Fatalf("status %d", perr.status)
+			if perr.Status != 400 && perr.Status != 404 {
+				t.Fatalf("status %d", perr.Status)
 			}
 			return
 		}
@@ -79,9 +77,8 @@ func FuzzEventReader(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f.Fuzz(func(t *testing.T, stream []byte) {
-		r := newEventReader(bytes.NewReader(stream), log)
+		r := newEventReader(bytes.NewReader(stream), 0)
 		defer r.release()
 		for i := 0; i < 100000; i++ {
 			ev, err := r.next()

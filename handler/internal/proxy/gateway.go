@@ -12,16 +12,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/aoai-failover/gateway/handler/internal/cancelctx"
+	"github.com/aoai-failover/gateway/handler/internal/apierr"
 	"github.com/aoai-failover/gateway/handler/internal/config"
 	"github.com/aoai-failover/gateway/handler/internal/route"
 	"github.com/aoai-failover/gateway/handler/internal/state"
@@ -62,6 +62,15 @@ type Options struct {
 	Timeouts     config.Timeouts
 	Throttle     config.Throttle
 	MaxBodyBytes int64
+	// MaxConcurrent bounds the requests forwarded at once; a request takes a slot only once its
+	// body has arrived whole. Zero means no bound.
+	MaxConcurrent int
+	// MaxPendingBodies bounds the requests whose bodies are still arriving; they wait on their
+	// callers, not on a slot, and each is bounded by Timeouts.RequestBody. Zero means no bound.
+	MaxPendingBodies int
+	// MaxEventBytes bounds one server-sent event of a stream, and so a stream's memory; a larger
+	// event ends the stream with an error. Zero means 4 MiB.
+	MaxEventBytes int
 	// RouteByRemaining tries targets whose last reported budget cannot absorb the request after
 	// those that can.
 	RouteByRemaining bool
@@ -86,6 +95,8 @@ type Gateway struct {
 	metrics *instruments
 	// servedBy holds each target's X-Served-By value, made once.
 	servedBy map[string][]string
+	slots    chan struct{} // one per request being forwarded; nil: no bound
+	pending  atomic.Int64  // requests whose bodies are arriving
 }
 
 var (
@@ -104,6 +115,9 @@ func New(opt Options) *Gateway {
 	}
 	// Without a tracer no span is started at all (c.span stays noSpan, which never records).
 	g := &Gateway{opt: opt, metrics: newInstruments(opt.Meter)}
+	if opt.MaxConcurrent > 0 {
+		g.slots = make(chan struct{}, opt.MaxConcurrent)
+	}
 	g.servedBy = map[string][]string{}
 	for _, t := range opt.Planner.Targets() {
 		g.servedBy[t.ID] = []string{t.ID}
@@ -148,7 +162,11 @@ func (c *call) bodyFor(t route.Target) []byte {
 // ServeHTTP handles one request on the Azure OpenAI routes from an unnamed caller.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.Serve(w, r, "") }
 
-// Serve handles one request on the Azure OpenAI routes from the authenticated caller app.
+// InFlight is the number of requests being forwarded now.
+func (g *Gateway) InFlight() int { return len(g.slots) }
+
+// Serve handles one request on the Azure OpenAI routes from the authenticated caller app: it
+// takes in the request (path, method, body), then a forwarding slot, then forwards it.
 func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 	c := &call{start: g.opt.Now(), path: r.URL.Path, query: r.URL.RawQuery}
 	c.log = requestLog{method: r.Method, path: r.URL.Path, app: app}
@@ -158,37 +176,66 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 	}
 	defer g.logRequest(c)
 
-	fam, logical, rest, perr := parsePath(r.URL.Path, r.URL.EscapedPath())
-	if perr != nil {
-		c.log.status = perr.status
-		WriteError(w, perr.status, perr.code, perr.message)
+	plan, e := g.intake(w, r, c)
+	if e == nil {
+		var release func()
+		if release, e = g.admit(); e == nil {
+			defer release()
+			g.forward(w, r, c, plan)
+			return
+		}
+	}
+	if r.Context().Err() != nil {
+		c.log.status = 499 // the caller left while sending its request: nobody to answer
 		return
 	}
+	c.log.status = e.Status
+	e.Write(w)
+}
+
+// admit takes a forwarding slot; past the bound the caller is told to retry shortly.
+func (g *Gateway) admit() (release func(), e *apierr.Error) {
+	if g.slots == nil {
+		return func() {}, nil
+	}
+	select {
+	case g.slots <- struct{}{}:
+		return func() { <-g.slots }, nil
+	default:
+		return nil, apierr.New(http.StatusServiceUnavailable, "Overloaded",
+			"this gateway instance is at its limit of concurrent requests; retry shortly").With("Retry-After", "1")
+	}
+}
+
+// intake reads and understands the caller's request: its path, method and whole body, and the
+// targets to try. The body's wait is the caller's own, bounded by its deadline and by the
+// number of bodies that may be arriving at once; it holds no forwarding slot.
+func (g *Gateway) intake(w http.ResponseWriter, r *http.Request, c *call) (route.Plan, *apierr.Error) {
+	fam, logical, rest, perr := parsePath(r.URL.Path, r.URL.EscapedPath())
+	if perr != nil {
+		return route.Plan{}, perr
+	}
 	if r.Method != http.MethodPost {
-		c.log.status = http.StatusMethodNotAllowed
-		w.Header().Set("Allow", http.MethodPost)
-		WriteError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "method "+r.Method+" is not allowed here; use POST")
-		return
+		return route.Plan{}, apierr.New(http.StatusMethodNotAllowed, "MethodNotAllowed", "method "+r.Method+" is not allowed here; use POST").With("Allow", http.MethodPost)
 	}
 	c.fam, c.logical, c.rest = fam, logical, rest
 
+	if max := int64(g.opt.MaxPendingBodies); max > 0 {
+		n := g.pending.Add(1)
+		defer g.pending.Add(-1)
+		if n > max {
+			return route.Plan{}, apierr.New(http.StatusServiceUnavailable, "Overloaded",
+				"this gateway instance is receiving as many request bodies as it takes at once; retry shortly").With("Retry-After", "1")
+		}
+	}
 	// The body must arrive within its own deadline: the server's header timeout ends with the
-	// headers, and a body that trickles forever must not hold the request (or a slot) forever.
+	// headers, and a body that trickles forever must not hold the request forever.
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(c.start.Add(g.opt.Timeouts.RequestBody.D()))
-	body, status, msg := readBody(r, g.opt.MaxBodyBytes)
+	body, e := readBody(r, g.opt.MaxBodyBytes)
 	_ = rc.SetReadDeadline(time.Time{})
-	if status != 0 {
-		c.log.status = status
-		code := "InvalidRequest"
-		switch status {
-		case http.StatusRequestEntityTooLarge:
-			code = "RequestTooLarge"
-		case http.StatusRequestTimeout:
-			code = "RequestTimeout"
-		}
-		WriteError(w, status, code, msg)
-		return
+	if e != nil {
+		return route.Plan{}, e
 	}
 	c.body = body
 	jsonBody := isJSON(headerValue(r.Header, "Content-Type"))
@@ -199,25 +246,17 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 		var ok bool
 		c.info, ok = scanBody(body, fam != familyDeployments)
 		if !ok && fam != familyDeployments {
-			c.log.status = http.StatusBadRequest
-			WriteError(w, http.StatusBadRequest, "InvalidRequest", "the request body is not a valid JSON object")
-			return
+			return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "the request body is not a valid JSON object")
 		}
 	}
 	if fam != familyDeployments {
 		switch {
 		case len(body) == 0:
-			c.log.status = http.StatusBadRequest
-			WriteError(w, http.StatusBadRequest, "InvalidRequest", "a request body is required: a JSON object whose \"model\" names the deployment")
-			return
+			return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "a request body is required: a JSON object whose \"model\" names the deployment")
 		case !jsonBody:
-			c.log.status = http.StatusBadRequest
-			WriteError(w, http.StatusBadRequest, "InvalidRequest", "the request body must be JSON (Content-Type: application/json)")
-			return
+			return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "the request body must be JSON (Content-Type: application/json)")
 		case !c.info.hasModel:
-			c.log.status = http.StatusBadRequest
-			WriteError(w, http.StatusBadRequest, "InvalidRequest", "the request body has no \"model\" string naming the deployment")
-			return
+			return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "the request body has no \"model\" string naming the deployment")
 		}
 		c.logical = c.info.model
 	}
@@ -226,14 +265,12 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 
 	plan, ok := g.opt.Planner.Plan(c.logical, g.opt.State, c.start, g.estimate(c))
 	if !ok {
-		c.log.status = http.StatusNotFound
-		WriteError(w, http.StatusNotFound, "DeploymentNotFound", fmt.Sprintf(
+		return route.Plan{}, apierr.New(http.StatusNotFound, "DeploymentNotFound", fmt.Sprintf(
 			"the deployment %q does not exist on this gateway; known deployments: %s",
 			c.logical, strings.Join(g.opt.Planner.Names(), ", ")))
-		return
 	}
 	c.inHeader = r.Header
-	g.forward(w, r, c, plan)
+	return plan, nil
 }
 
 // estimate is the request's cost as Azure OpenAI's rate limiter counts it: prompt tokens (a
@@ -246,292 +283,41 @@ func (g *Gateway) estimate(c *call) int64 {
 	return int64(len(c.body)/4 + c.info.outputTokens)
 }
 
-// readBody reads the whole request body so that it can be replayed to each target. It returns
-// a non-zero status with a message when the body is too large or cannot be read.
-func readBody(r *http.Request, max int64) ([]byte, int, string) {
-	tooLarge := func() string {
-		return "the request body is larger than the gateway's limit of " + strconv.FormatInt(max, 10) + " bytes"
-	}
+// readBody reads the whole request body so that it can be replayed to each target. The buffer
+// grows as bytes arrive, never to what the caller merely declares: a caller that announces
+// 64 MiB and sends one byte costs what it sent.
+func readBody(r *http.Request, max int64) ([]byte, *apierr.Error) {
+	tooLarge := apierr.New(http.StatusRequestEntityTooLarge, "RequestTooLarge",
+		"the request body is larger than the gateway's limit of "+strconv.FormatInt(max, 10)+" bytes")
 	if r.ContentLength > max {
-		return nil, http.StatusRequestEntityTooLarge, tooLarge()
+		return nil, tooLarge
 	}
 	if r.Body == nil || r.ContentLength == 0 {
-		return nil, 0, ""
-	}
-	if r.ContentLength > 0 {
-		// net/http ends the body at Content-Length, so the exact size is enough.
-		buf := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
-			st, msg := bodyError(err)
-			return nil, st, msg
-		}
-		return buf, 0, ""
+		return nil, nil
 	}
 	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(min(r.ContentLength, firstBodyBuffer)))
+	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
 	if n > max {
-		return nil, http.StatusRequestEntityTooLarge, tooLarge()
+		return nil, tooLarge
+	}
+	if err == nil && r.ContentLength > 0 && n != r.ContentLength {
+		err = io.ErrUnexpectedEOF
 	}
 	if err != nil {
-		st, msg := bodyError(err)
-		return nil, st, msg
-	}
-	return buf.Bytes(), 0, ""
-}
-
-func bodyError(err error) (int, string) {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return http.StatusRequestTimeout, "the request body did not arrive in time"
-	}
-	return http.StatusBadRequest, "the request body could not be read completely"
-}
-
-// Stage timeouts are causes of an attempt's cancellation, so the failure can say which wait ran out.
-var (
-	errHeaderTimeout     = errors.New("no response headers in time")
-	errFirstEventTimeout = errors.New("no first stream event in time")
-	errIdleTimeout       = errors.New("the response went silent")
-	errRequestDeadline   = errors.New("the request's deadline passed")
-	errEndTimeout        = errors.New("the stream's last chunk did not follow [DONE]")
-)
-
-// attempt is one try of one target.
-type attempt struct {
-	target  route.Target
-	kind    state.Kind
-	status  int
-	reason  string
-	timeout bool
-	// notFound: the target answered 404 for the path itself (not a missing deployment).
-	notFound bool
-	// noCredential: the target has no credential yet; rotated: its key was just rotated.
-	noCredential, rotated bool
-	wait                  time.Duration // for 429
-	start                 time.Time
-	dur                   time.Duration
-	reqID                 string
-
-	// Set when the attempt produced a response to commit.
-	resp     *http.Response
-	ctx      cancelctx.Context // the attempt's: a child of the caller's, cancelled when it ends
-	watch    watchdog
-	head     *[]byte // the buffered start of a plain body, in a pooled buffer
-	complete bool    // head is the whole body
-	events   *eventReader
-	first    []byte // the first stream event
-	body     replayBody
-	url      url.URL // the upstream request's
-}
-
-func (a *attempt) close() {
-	a.watch.stop()
-	if a.resp != nil {
-		a.resp.Body.Close()
-	}
-	a.ctx.Cancel(context.Canceled)
-	if a.events != nil {
-		a.events.release()
-	}
-	if a.head != nil {
-		putHead(a.head)
-		a.head = nil
-	}
-}
-
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan route.Plan) {
-	// The request's own deadline is a timer on each attempt rather than a context of its own:
-	// one allocation and one cancellation hook fewer per request.
-	deadline := c.start.Add(g.opt.Timeouts.Request.D())
-	c.log.skipped = plan.Skipped
-	c.log.attempts = c.log.firstAttempts[:0]
-	var triedFirst [2]*attempt
-	tried := triedFirst[:0]
-	for _, t := range plan.Candidates {
-		if !g.opt.State.Acquire(t.ID, g.opt.Now()) {
-			// Another request holds the one probe of this half-open target.
-			c.log.skipped = append(c.log.skipped, route.Skipped{Target: t, Until: g.opt.Now().Add(time.Second)})
-			continue
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, apierr.New(http.StatusRequestTimeout, "RequestTimeout", "the request body did not arrive in time")
 		}
-		a := g.try(r.Context(), deadline, c, t)
-		if a.rotated && r.Context().Err() == nil {
-			c.log.attempts = append(c.log.attempts, a)
-			a = g.try(r.Context(), deadline, c, t) // once, with the new key
-		}
-		tried = append(tried, a)
-		c.log.attempts = append(c.log.attempts, a)
-		if a.resp != nil {
-			g.commit(w, r.Context(), c, a, len(c.log.attempts))
-			return
-		}
-		if r.Context().Err() != nil || !g.opt.Now().Before(deadline) {
-			break // the caller left or the request's own deadline passed: no more targets
-		}
+		return nil, apierr.New(http.StatusBadRequest, "InvalidRequest", "the request body could not be read completely")
 	}
-	if r.Context().Err() != nil {
-		c.log.status = 499 // the caller is gone; nothing can be written
-		return
-	}
-	g.writeAllFailed(w, c, tried, c.log.skipped)
+	return buf.Bytes(), nil
 }
 
-// try sends the request to one target and reads up to the commit point.
-func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t route.Target) *attempt {
-	a := &attempt{target: t, start: g.opt.Now()}
-	span := noSpan // unless the request is traced
-	if c.span.IsRecording() {
-		_, span = g.opt.Tracer.Start(trace.ContextWithSpan(callerCtx, c.span), "attempt "+t.ID, clientSpan)
-	}
-	defer func() {
-		if a.dur == 0 { // not measured at the commit point
-			a.dur = g.opt.Now().Sub(a.start)
-		}
-		endAttemptSpan(span, a)
-	}()
-	a.ctx.Init(callerCtx)
-	actx := &a.ctx
-
-	body := c.bodyFor(t)
-	a.body.Reset(body)
-	req := (&http.Request{
-		Method: http.MethodPost, URL: &a.url, Host: t.Authority,
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: make(http.Header, len(c.inHeader)+1),
-		Body:   &a.body, ContentLength: int64(len(body)),
-		GetBody: func() (io.ReadCloser, error) { return newReplayBody(body), nil },
-	}).WithContext(actx)
-	c.setUpstreamURL(req.URL, t)
-	outboundHeaders(req.Header, c.inHeader, c.info.stream)
-	if err := g.opt.Credentials.Authorize(actx, t.Account, req.Header); err != nil {
-		// Not the target's fault (Key Vault not read yet, no token): skip it, hold nothing against it.
-		a.noCredential = true
-		g.opt.State.Record(t.ID, state.Outcome{Kind: state.Abandoned, Quota: state.UnknownQuota})
-		return g.done(a, state.Abandoned, 0, "no credential yet")
-	}
-
-	to := g.opt.Timeouts
-	headerWait, headerStage := to.FirstByte.D(), waitFirstEvent
-	if !c.info.stream {
-		// Azure OpenAI sends a non-streaming answer's headers only when it is complete.
-		tokens := c.info.outputTokens
-		if tokens <= 0 {
-			tokens = to.DefaultOutputTokens
-		}
-		headerWait = to.FirstByte.D() + time.Duration(min(int64(tokens), math.MaxInt32))*to.PerOutputToken.D()
-		headerStage = waitHeaders
-	}
-	a.watch.start(actx, deadline, headerWait, headerStage)
-
-	resp, err := g.opt.Transport.RoundTrip(req)
-	if err != nil {
-		return g.failErr(a, callerCtx, err)
-	}
-	a.reqID = firstHeader(resp.Header, "Apim-Request-Id", "X-Request-Id")
-	a.status = resp.StatusCode
-	quota := readQuota(resp.Header)
-
-	switch code := resp.StatusCode; {
-	case code == http.StatusTooManyRequests:
-		wait, source := state.RetryAfter(resp.Header, g.opt.Now(), g.opt.Throttle.DefaultRetryAfter.D(), g.opt.Throttle.MaxRetryAfter.D())
-		drain(resp.Body)
-		a.wait = wait
-		g.opt.State.Record(t.ID, state.Outcome{Kind: state.Throttled, Status: code, Wait: wait, Reason: "wait " + wait.Round(time.Millisecond).String() + " from " + source, Quota: quota})
-		return g.done(a, state.Throttled, code, "throttled for "+wait.Round(time.Millisecond).String())
-	case code == http.StatusRequestTimeout || code >= 500:
-		drain(resp.Body)
-		return g.fail(a, state.Failed, code, http.StatusText(code))
-	case code == http.StatusNotFound && !deploymentMissing(resp.Body):
-		// Azure's generic "Resource not found" means the path or api-version does not exist
-		// there: the next target may know it, but it says nothing against this target, and
-		// one caller's bad path must not take a target away from everyone else.
-		a.notFound = true
-		g.opt.State.Record(t.ID, state.Outcome{Kind: state.Succeeded, Status: code, Reason: "404 for this path", Quota: quota})
-		return g.done(a, state.Succeeded, code, "404 Resource not found for this path")
-	case code == http.StatusUnauthorized && g.rotate(actx, t.Account, req.Header):
-		// The key was rotated in Key Vault: the new one is worth one more try on this target.
-		drain(resp.Body)
-		a.rotated = true
-		g.opt.State.Record(t.ID, state.Outcome{Kind: state.Abandoned, Quota: state.UnknownQuota})
-		return g.done(a, state.Abandoned, code, "401: the key was rotated; trying again with the new one")
-	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusNotFound:
-		drain(resp.Body)
-		return g.fail(a, state.Misconfigured, code, http.StatusText(code)+": check this target's key and deployment name")
-	}
-
-	a.resp = resp
-	if isEventStream(headerValue(resp.Header, "Content-Type")) {
-		// The wait keeps running: the first event must come within FirstByte of the start.
-		a.events = newEventReader(resp.Body, g.opt.Logger)
-		ev, err := a.events.next()
-		if err != nil {
-			a.resp = nil
-			resp.Body.Close()
-			a.events.release()
-			a.events = nil
-			if errors.Is(err, io.EOF) {
-				return g.fail(a, state.Failed, a.status, "the stream ended before its first event")
-			}
-			return g.failErr(a, callerCtx, err)
-		}
-		a.first = ev
-	} else {
-		a.watch.arm(to.StreamIdle.D(), waitIdle)
-		head, complete, err := readHead(resp.Body, &a.watch)
-		if err != nil {
-			a.resp = nil
-			resp.Body.Close()
-			return g.failErr(a, callerCtx, err)
-		}
-		a.head, a.complete = head, complete
-	}
-	kind := state.Succeeded // a 4xx here is the caller's problem, not the target's
-	a.dur = g.opt.Now().Sub(a.start)
-	g.opt.State.Record(t.ID, state.Outcome{Kind: kind, Status: a.status, Quota: quota, Latency: a.dur})
-	a.kind = kind
-	return a
-}
-
-func (g *Gateway) done(a *attempt, kind state.Kind, status int, reason string) *attempt {
-	a.kind, a.status, a.reason = kind, status, reason
-	a.watch.stop()
-	a.ctx.Cancel(context.Canceled)
-	return a
-}
-
-// fail records a failed attempt with the target's state and ends it.
-func (g *Gateway) fail(a *attempt, kind state.Kind, status int, reason string) *attempt {
-	g.opt.State.Record(a.target.ID, state.Outcome{Kind: kind, Status: status, Reason: reason, Quota: state.UnknownQuota})
-	return g.done(a, kind, status, reason)
-}
-
-// failErr classifies a transport or read error: the caller leaving is nobody's fault, the
-// request's overall deadline and stage timeouts are timeouts, anything else a connection failure.
-func (g *Gateway) failErr(a *attempt, callerCtx context.Context, err error) *attempt {
-	switch cause := a.ctx.Cause(); {
-	case callerCtx.Err() != nil:
-		g.opt.State.Record(a.target.ID, state.Outcome{Kind: state.Abandoned, Quota: state.UnknownQuota})
-		return g.done(a, state.Abandoned, 0, "the caller went away")
-	case errors.Is(cause, errRequestDeadline):
-		a.timeout = true
-		return g.fail(a, state.Failed, 0, "the request's deadline passed")
-	case errors.Is(cause, errHeaderTimeout), errors.Is(cause, errFirstEventTimeout), errors.Is(cause, errIdleTimeout):
-		a.timeout = true
-		return g.fail(a, state.Failed, a.status, cause.Error())
-	default:
-		return g.fail(a, state.Failed, a.status, "connection failed: "+shortError(err))
-	}
-}
-
-// shortError strips the request URL that net/http puts in its errors, keeping the cause.
-func shortError(err error) string {
-	var ue interface{ Unwrap() error }
-	if errors.As(err, &ue) && strings.HasPrefix(err.Error(), "Post ") {
-		if inner := ue.Unwrap(); inner != nil {
-			return inner.Error()
-		}
-	}
-	return err.Error()
-}
+// firstBodyBuffer is the most a body's buffer starts with before any of it has arrived.
+const firstBodyBuffer = 64 << 10
 
 // deploymentMissing reads the start of a 404 body: Azure says DeploymentNotFound when the
 // deployment does not exist on the account, which is a configuration problem of the target.

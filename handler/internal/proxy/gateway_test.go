@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/aoai-failover/gateway/handler/internal/apierr"
 	"io"
 	"log/slog"
 	"net"
@@ -92,6 +93,14 @@ func (tg *testGateway) settle() { tg.handling.Wait() }
 // newGateway routes logical "chat" to one target per backend, in the given order of priority.
 func newGateway(t testing.TB, tune func(*config.Routing), backends ...*backend) *testGateway {
 	t.Helper()
+	tr := NewTransport(2*time.Second, nil)
+	t.Cleanup(tr.CloseIdleConnections)
+	return newGatewayWith(t, tune, tr, backends...)
+}
+
+// newGatewayWith is newGateway with the transport given.
+func newGatewayWith(t testing.TB, tune func(*config.Routing), tr http.RoundTripper, backends ...*backend) *testGateway {
+	t.Helper()
 	accounts := map[string]any{}
 	var targets []any
 	for i, b := range backends {
@@ -120,8 +129,6 @@ func newGateway(t testing.TB, tune func(*config.Routing), backends ...*backend) 
 		CircuitCooldown: r.Circuit.Cooldown.D(), Misconfigured: r.Circuit.Misconfigured.D(),
 		ProbeTimeout: r.Timeouts.Request.D(), Logger: log,
 	})
-	tr := &http.Transport{MaxIdleConnsPerHost: 16}
-	t.Cleanup(tr.CloseIdleConnections)
 	gw := New(Options{
 		Planner: planner, State: view, Credentials: keyCreds{}, Transport: tr,
 		Timeouts: r.Timeouts, Throttle: r.Throttle, MaxBodyBytes: r.Limits.MaxRequestBodyBytes, Logger: log,
@@ -287,7 +294,7 @@ func TestAllThrottled(t *testing.T) {
 	if ms := resp.Header.Get("Retry-After-Ms"); ms < "2900" || ms > "3000" || len(ms) != 4 {
 		t.Errorf("retry-after-ms %q", ms)
 	}
-	var e errorBody
+	var e errorShape
 	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error.Code != "AllTargetsThrottled" || len(e.Error.Details) != 2 {
 		t.Fatalf("body %s", body)
 	}
@@ -420,11 +427,10 @@ func sseAnswer(events ...string) http.HandlerFunc {
 }
 
 func TestStreaming(t *testing.T) {
-	t.Run("events relayed, malformed dropped", func(t *testing.T) {
+	t.Run("events relayed", func(t *testing.T) {
 		b := newBackend(t, sseAnswer(
 			"data: {\"choices\":[],\"prompt_filter_results\":[]}\n\n",
 			"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
-			"data: {not json\n\n",
 			": keep-alive comment\n\n",
 			"data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\r\n\r\n",
 			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":2,\"total_tokens\":4}}\n\n",
@@ -433,9 +439,6 @@ func TestStreaming(t *testing.T) {
 		resp, body := tg.post(t, chatPath, `{"stream":true}`)
 		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
 			t.Fatalf("%d %v", resp.StatusCode, resp.Header)
-		}
-		if strings.Contains(body, "not json") {
-			t.Errorf("malformed event passed on")
 		}
 		for _, want := range []string{`"Hel"`, `"lo"`, "keep-alive", `"total_tokens":4`, "data: [DONE]\n\n"} {
 			if !strings.Contains(body, want) {
@@ -446,6 +449,40 @@ func TestStreaming(t *testing.T) {
 			t.Errorf("order changed")
 		}
 	})
+
+	// An event that cannot be passed on intact (data that is not JSON, or over the size limit)
+	// is never dropped: committed, the stream ends with the in-band error event; before that,
+	// the next target is tried.
+	for _, bad := range []struct{ name, event string }{
+		{"not JSON", "data: {not json\n\n"},
+		{"too large", "data: \"" + strings.Repeat("x", defaultMaxEventBytes) + "\"\n\n"},
+	} {
+		t.Run(bad.name+" after the first event", func(t *testing.T) {
+			b := newBackend(t, sseAnswer(
+				"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+				bad.event,
+				"data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n",
+				"data: [DONE]\n\n"))
+			tg := newGateway(t, nil, b)
+			resp, body := tg.post(t, chatPath, `{"stream":true}`)
+			if resp.StatusCode != 200 || !strings.Contains(body, `"Hel"`) {
+				t.Fatalf("%d %q", resp.StatusCode, body)
+			}
+			if !strings.HasSuffix(body, "\n\n") || !strings.Contains(body, `"code":"StreamInterrupted"`) ||
+				strings.Contains(body, `"lo"`) || strings.Contains(body, "[DONE]") || strings.Contains(body, "not json") {
+				t.Errorf("stream not ended with the error event: %.300q", body)
+			}
+		})
+		t.Run(bad.name+" as the first event", func(t *testing.T) {
+			b1 := newBackend(t, sseAnswer(bad.event, "data: [DONE]\n\n"))
+			b2 := newBackend(t, sseAnswer("data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\n", "data: [DONE]\n\n"))
+			tg := newGateway(t, nil, b1, b2)
+			resp, body := tg.post(t, chatPath, `{"stream":true}`)
+			if resp.StatusCode != 200 || resp.Header.Get("x-served-by") != "a2/d2" || !strings.Contains(body, `"ok"`) || strings.Contains(body, "StreamInterrupted") {
+				t.Fatalf("%d %s %.300q", resp.StatusCode, resp.Header.Get("x-served-by"), body)
+			}
+		})
+	}
 
 	t.Run("events flushed one by one", func(t *testing.T) {
 		release := make(chan struct{})
@@ -690,7 +727,7 @@ func TestBadInput(t *testing.T) {
 				t.Fatal(err)
 			}
 			b, _ := io.ReadAll(resp.Body)
-			var e errorBody
+			var e errorShape
 			if resp.StatusCode != tc.want || json.Unmarshal(b, &e) != nil || e.Error.Code != tc.code || e.Error.Message == "" {
 				t.Fatalf("got %d %s, want %d %s", resp.StatusCode, b, tc.want, tc.code)
 			}
@@ -840,4 +877,13 @@ func TestRotationAndMissingCredentials(t *testing.T) {
 	if s := tg2.view.Snapshot(time.Now())[0]; s.State != "available" {
 		t.Errorf("a missing credential was held against the target: %+v", s)
 	}
+}
+
+// errorShape is the Azure error body as an SDK reads it.
+type errorShape struct {
+	Error struct {
+		Code    string          `json:"code"`
+		Message string          `json:"message"`
+		Details []apierr.Detail `json:"details"`
+	} `json:"error"`
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"github.com/aoai-failover/gateway/handler/internal/apierr"
 	"net/http"
 	"strconv"
 	"strings"
@@ -22,31 +23,24 @@ var v1Operations = map[string]bool{
 	"chat/completions": true, "completions": true, "embeddings": true, "responses": true,
 }
 
-// errNotRouted is a request path the gateway does not serve.
-type pathError struct {
-	status  int
-	code    string
-	message string
-}
-
 const servedPaths = "the gateway serves POST /openai/deployments/{name}/{operation}, POST /openai/v1/{chat/completions,completions,embeddings,responses} and POST /openai/responses"
 
 // parsePath finds the family, the logical name (for the deployments family) and the operation
 // path after it. It refuses anything that could make a backend see a different path than the
 // one the caller named: percent-encoding, backslashes, empty, "." and ".." segments.
-func parsePath(path, escaped string) (fam family, logical, rest string, perr *pathError) {
+func parsePath(path, escaped string) (fam family, logical, rest string, perr *apierr.Error) {
 	if strings.ContainsAny(escaped, "%\\") {
-		return 0, "", "", &pathError{http.StatusBadRequest, "InvalidPath", "the request path must not contain percent-encoded characters or backslashes"}
+		return 0, "", "", apierr.New(http.StatusBadRequest, "InvalidPath", "the request path must not contain percent-encoded characters or backslashes")
 	}
 	if !strings.HasPrefix(path, "/openai/") {
-		return 0, "", "", &pathError{http.StatusNotFound, "NotFound", "no such path; " + servedPaths}
+		return 0, "", "", apierr.New(http.StatusNotFound, "NotFound", "no such path; "+servedPaths)
 	}
 	after := path[len("/openai/"):]
 	for rest, more := after, true; more; {
 		var seg string
 		seg, rest, more = strings.Cut(rest, "/")
 		if seg == "" || seg == "." || seg == ".." {
-			return 0, "", "", &pathError{http.StatusBadRequest, "InvalidPath", "the request path must not contain empty, '.' or '..' segments"}
+			return 0, "", "", apierr.New(http.StatusBadRequest, "InvalidPath", "the request path must not contain empty, '.' or '..' segments")
 		}
 	}
 	segs := strings.Count(after, "/") + 1
@@ -60,7 +54,7 @@ func parsePath(path, escaped string) (fam family, logical, rest string, perr *pa
 	case first == "responses" && segs == 1:
 		return familyResponses, "", "", nil
 	}
-	return 0, "", "", &pathError{http.StatusNotFound, "NotFound", "no such path; " + servedPaths}
+	return 0, "", "", apierr.New(http.StatusNotFound, "NotFound", "no such path; "+servedPaths)
 }
 
 // bodyInfo is what the gateway reads from a JSON request body without decoding all of it.

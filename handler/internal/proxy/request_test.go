@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"io"
-	"log/slog"
 	"strings"
 	"testing"
 )
@@ -36,7 +35,7 @@ func TestParsePath(t *testing.T) {
 	} {
 		fam, logical, rest, perr := parsePath(tc.path, tc.path)
 		if tc.status != 0 {
-			if perr == nil || perr.status != tc.status {
+			if perr == nil || perr.Status != tc.status {
 				t.Errorf("%s: got %+v, want status %d", tc.path, perr, tc.status)
 			}
 			continue
@@ -45,7 +44,7 @@ func TestParsePath(t *testing.T) {
 			t.Errorf("%s: got %v %q %q %+v", tc.path, fam, logical, rest, perr)
 		}
 	}
-	if _, _, _, perr := parsePath("/openai/deployments/a/b", "/openai/deployments/a%2Fb"); perr == nil || perr.status != 400 {
+	if _, _, _, perr := parsePath("/openai/deployments/a/b", "/openai/deployments/a%2Fb"); perr == nil || perr.Status != 400 {
 		t.Errorf("percent-encoding accepted")
 	}
 }
@@ -86,17 +85,15 @@ func TestScanBody(t *testing.T) {
 }
 
 func TestEventReader(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	in := "data: {\"a\":1}\n\n" +
 		"\n\n" + // stray blank lines
 		"event: x\r\ndata: {\"b\":2}\r\n\r\n" +
-		"data: {broken\n\n" +
 		": comment\n\n" +
 		"data: [DONE]\n\n" +
 		"data:[DONE] \r\n\r\n" + // no space after the colon, one before the line end
 		"data: {\"x\":\"data: [DONE]\"}\n\n" + // [DONE] inside JSON ends nothing
 		"data: {\"tail\":true}\n" // unfinished last event at EOF
-	r := newEventReader(strings.NewReader(in), log)
+	r := newEventReader(strings.NewReader(in), 0)
 	var got []string
 	for {
 		ev, err := r.next()
@@ -117,9 +114,20 @@ func TestEventReader(t *testing.T) {
 		t.Errorf("got %q\nwant %q", got, want)
 	}
 
-	big := "data: \"" + strings.Repeat("x", maxEventBytes) + "\"\n\n"
-	if _, err := newEventReader(strings.NewReader(big), log).next(); err != errEventTooLarge {
+	big := "data: \"" + strings.Repeat("x", 1000) + "\"\n\n"
+	if _, err := newEventReader(strings.NewReader(big), 1000).next(); err != errEventTooLarge {
 		t.Errorf("oversized event: %v", err)
+	}
+	if _, err := newEventReader(strings.NewReader(big), 2000).next(); err != nil {
+		t.Errorf("event within a larger limit: %v", err)
+	}
+	// An event that is not JSON is an error, never dropped: the caller would lose its text.
+	r = newEventReader(strings.NewReader("data: {\"a\":1}\n\ndata: {broken\n\ndata: [DONE]\n\n"), 0)
+	if _, err := r.next(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.next(); err != errBadEvent {
+		t.Errorf("malformed event: %v, want errBadEvent", err)
 	}
 }
 

@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/aoai-failover/gateway/handler/internal/apierr"
 	"github.com/aoai-failover/gateway/handler/internal/state"
 )
 
@@ -158,7 +157,10 @@ func endBody(w http.ResponseWriter, rc *http.ResponseController) {
 // broken records a response that failed after it was committed and returns why, for the caller.
 func (g *Gateway) broken(c *call, a *attempt, err error) string {
 	reason := "the backend's response broke off: " + shortError(err)
-	if cause := a.ctx.Cause(); errors.Is(cause, errIdleTimeout) {
+	if errors.Is(err, errBadEvent) || errors.Is(err, errEventTooLarge) {
+		reason = "the backend sent what the gateway cannot pass on intact: " + err.Error()
+	}
+	if cause := context.Cause(a.ctx); errors.Is(cause, errIdleTimeout) {
 		reason = "the backend's response went silent for more than " + g.opt.Timeouts.StreamIdle.D().String()
 	} else if errors.Is(cause, errRequestDeadline) {
 		reason = "the request's deadline of " + g.opt.Timeouts.Request.D().String() + " passed"
@@ -180,36 +182,40 @@ func attemptsValue(n int) []string {
 	return []string{strconv.Itoa(n)}
 }
 
+// errorEvent is the in-band end of a stream that broke after it was committed: the caller's SDK
+// raises it as an error rather than taking the shortened answer for a whole one.
 func errorEvent(reason string) []byte {
-	b, _ := json.Marshal(errorBody{Error: errorDetail{Code: "StreamInterrupted", Message: reason + "; the answer is incomplete"}})
-	out := make([]byte, 0, len(b)+8)
-	out = append(out, "data: "...)
-	out = append(out, b...)
-	return append(out, "\n\n"...)
+	return apierr.New(http.StatusBadGateway, "StreamInterrupted", reason+"; the answer is incomplete").Event()
 }
 
-// eventReader reads server-sent events line by line. It drops events whose data is neither
-// JSON nor [DONE], so a caller's SDK never chokes on a malformed chunk.
+// eventReader reads server-sent events line by line and checks each: an event whose data is
+// neither JSON nor [DONE], or one over the size limit, ends the stream with an error, never
+// silently dropped.
 type eventReader struct {
 	r      *bufio.Reader
 	event  []byte
-	log    *slog.Logger
 	maxLen int
 	done   bool // the event next returned last is data: [DONE]
 }
 
-// maxEventBytes bounds one event; a larger one means the stream is not what it claims to be.
-const maxEventBytes = 4 << 20
+// defaultMaxEventBytes bounds one event when no limit is set.
+const defaultMaxEventBytes = 4 << 20
 
-var errEventTooLarge = errors.New("a stream event exceeded 4 MiB")
+var (
+	errEventTooLarge = errors.New("a stream event exceeded the gateway's size limit for one event")
+	errBadEvent      = errors.New("a stream event's data is not JSON")
+)
 
 // readerPool recycles the stream readers' buffers: one per stream adds up under load.
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
-func newEventReader(r io.Reader, log *slog.Logger) *eventReader {
+func newEventReader(r io.Reader, maxLen int) *eventReader {
+	if maxLen <= 0 {
+		maxLen = defaultMaxEventBytes
+	}
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(r)
-	return &eventReader{r: br, log: log, maxLen: maxEventBytes}
+	return &eventReader{r: br, maxLen: maxLen}
 }
 
 // hasEvent reports whether a whole event is already buffered, so that reading it cannot block.
@@ -229,15 +235,16 @@ func (e *eventReader) release() {
 }
 
 // next returns the next whole event, ending in a blank line. At the end of the stream it
-// returns io.EOF; an unfinished last event that holds data is still returned first.
+// returns io.EOF; an unfinished last event that holds data is still returned first. An event
+// that cannot be passed on intact is errBadEvent.
 func (e *eventReader) next() ([]byte, error) {
 	for {
 		ev, err := e.readEvent()
 		if len(bytes.TrimSpace(ev)) > 0 { // whitespace-only "events" carry nothing
-			if e.valid(ev) {
-				return ev, nil
+			if !e.valid(ev) {
+				return nil, errBadEvent
 			}
-			e.log.Warn("dropped a stream event whose data is not JSON", "bytes", len(ev))
+			return ev, nil
 		}
 		if err != nil {
 			return nil, err

@@ -1,10 +1,9 @@
 package proxy
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
-
-	"github.com/aoai-failover/gateway/handler/internal/cancelctx"
 )
 
 // wait names what an attempt is waiting for; each has its own limit and its own cause.
@@ -29,7 +28,7 @@ var waitCauses = [...]error{errRequestDeadline, errHeaderTimeout, errFirstEventT
 // for its header wait and its body wait together.
 type watchdog struct {
 	timer    *time.Timer
-	ctx      *cancelctx.Context // the attempt's, cancelled with the cause
+	cancel   context.CancelCauseFunc // the attempt's context's, called with the cause
 	deadline time.Time
 	current  atomic.Int32 // the wait a firing now ends
 	limit    atomic.Int64 // the current wait's limit
@@ -39,8 +38,8 @@ type watchdog struct {
 }
 
 // start arms the first wait.
-func (w *watchdog) start(ctx *cancelctx.Context, deadline time.Time, limit time.Duration, what wait) {
-	w.ctx, w.deadline = ctx, deadline
+func (w *watchdog) start(cancel context.CancelCauseFunc, deadline time.Time, limit time.Duration, what wait) {
+	w.cancel, w.deadline = cancel, deadline
 	w.arm(limit, what)
 }
 
@@ -82,7 +81,7 @@ func (w *watchdog) fire() {
 		w.timer.Reset(time.Duration(due - now))
 		return
 	}
-	w.ctx.Cancel(waitCauses[what])
+	w.cancel(waitCauses[what])
 }
 
 func (w *watchdog) stop() {

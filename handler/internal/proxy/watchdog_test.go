@@ -5,8 +5,6 @@ import (
 	"errors"
 	"testing"
 	"time"
-
-	"github.com/aoai-failover/gateway/handler/internal/cancelctx"
 )
 
 // TestWatchdog: bytes that keep coming keep an idle wait alive however long it lasts; silence
@@ -14,11 +12,10 @@ import (
 // own causes.
 func TestWatchdog(t *testing.T) {
 	run := func(deadline, idle, every, stopAfter time.Duration) (error, time.Duration) {
-		var ctx cancelctx.Context
-		ctx.Init(context.Background())
+		ctx, cancel := context.WithCancelCause(context.Background())
 		var w watchdog
 		start := time.Now()
-		w.start(&ctx, start.Add(deadline), idle, waitIdle)
+		w.start(cancel, start.Add(deadline), idle, waitIdle)
 		defer w.stop()
 		for time.Since(start) < stopAfter && ctx.Err() == nil {
 			time.Sleep(every)
@@ -29,7 +26,7 @@ func TestWatchdog(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			return nil, 0
 		}
-		return ctx.Cause(), time.Since(start)
+		return context.Cause(ctx), time.Since(start)
 	}
 	// Steady bytes every 20 ms for 300 ms under a 60 ms idle limit, then silence.
 	cause, took := run(time.Minute, 60*time.Millisecond, 20*time.Millisecond, 300*time.Millisecond)
@@ -43,13 +40,12 @@ func TestWatchdog(t *testing.T) {
 	}
 
 	// A stage other than idle ends at its limit, progress or not.
-	var ctx cancelctx.Context
-	ctx.Init(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	var w watchdog
-	w.start(&ctx, time.Now().Add(time.Minute), 50*time.Millisecond, waitFirstEvent)
+	w.start(cancel, time.Now().Add(time.Minute), 50*time.Millisecond, waitFirstEvent)
 	w.progress()
 	<-ctx.Done()
-	if cause := ctx.Cause(); !errors.Is(cause, errFirstEventTimeout) {
+	if cause := context.Cause(ctx); !errors.Is(cause, errFirstEventTimeout) {
 		t.Errorf("first-event wait ended by %v", cause)
 	}
 	w.stop()

@@ -14,16 +14,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aoai-failover/gateway/handler/internal/cancelctx"
+	"github.com/aoai-failover/gateway/handler/internal/apierr"
 	"github.com/aoai-failover/gateway/handler/internal/wire"
 	"golang.org/x/net/http/httpguts"
 )
 
-// exchange is what one request needs for its whole life, allocated at once: its context, its
-// body as the handler reads it, and its response. It is never reused: a handler may keep the
-// context after it returns.
+// exchange is what one request needs for its whole life, allocated at once: its body as the
+// handler reads it, and its response.
 type exchange struct {
-	ctx  cancelctx.Context
 	body requestBody
 	resp response
 }
@@ -45,9 +43,12 @@ type conn struct {
 	watching   bool // a watch read is in progress
 	stopping   bool // the request ended: a watch read's error means nothing
 	watchDone  chan struct{}
-	ctx        *cancelctx.Context // the request's
-	gone       bool               // the caller closed the connection
+	cancel     context.CancelCauseFunc // the request's context's
+	gone       bool                    // the caller closed the connection
 }
+
+// errCallerLeft is the cause of a request's cancellation when its caller closed the connection.
+var errCallerLeft = errors.New("the caller closed the connection")
 
 func (c *conn) serve() {
 	c.br = readers.Get().(*bufio.Reader)
@@ -111,13 +112,12 @@ func (c *conn) serveOne() (keep bool) {
 	// the start of the body; the slack keeps a full read buffer from counting against it.
 	c.r.remain = int64(limit) + 4096
 	ex := new(exchange)
-	ctx := &ex.ctx
-	ctx.Init(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
 	req, err := wire.ReadRequest(ctx, c.br)
 	tooLarge := c.r.remain == 0
 	c.r.remain = -1
 	if err != nil {
-		ctx.Cancel(nil)
 		switch {
 		case tooLarge || errors.Is(err, wire.ErrHeadTooLong):
 			c.reject(http.StatusRequestHeaderFieldsTooLarge, "RequestHeaderFieldsTooLarge", "the request's headers are larger than the gateway's limit")
@@ -134,7 +134,6 @@ func (c *conn) serveOne() (keep bool) {
 		!httpguts.HeaderValuesContainsToken(e, "100-continue") {
 		// HTTP/1.0 servers ignore Expect (RFC 9110 10.1.1); an HTTP/1.1 expectation other than
 		// 100-continue cannot be met.
-		ctx.Cancel(nil)
 		c.reject(http.StatusExpectationFailed, "ExpectationFailed", "the only expectation served is 100-continue")
 		return false
 	}
@@ -154,11 +153,13 @@ func (c *conn) serveOne() (keep bool) {
 	w := &ex.resp
 	w.start(c, req, b)
 	b.w = w
-	c.arm(ctx, b.eof)
+	c.arm(cancel, b.eof)
 	aborted := c.handle(w, req)
 	c.disarm()
-	ctx.Cancel(nil)
-	if aborted || w.err != nil {
+	cancel(nil)
+	if aborted || w.err != nil || c.isGone() {
+		// A caller that left (closed or half-closed) is sent nothing more: no answer the
+		// handler did not give, and no rest of one it gave.
 		w.release()
 		return false
 	}
@@ -213,7 +214,7 @@ func (c *conn) reject(status int, code, message string) {
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(c.nc)
 	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	body := errorJSON(code, message)
+	body := apierr.New(status, code, message).JSON()
 	bw.WriteString("HTTP/1.1 ")
 	bw.WriteString(wire.StatusLine(status))
 	bw.WriteString("\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nX-Served-By: none\r\nX-Gateway-Attempts: 0\r\nContent-Length: ")
@@ -241,13 +242,12 @@ func isNetError(err error) bool {
 }
 
 // connReader reads from the connection for the request parser and bodies. remain, when not
-// negative, is how much more may be read (the header limit); a byte read by a watch is handed
-// out first.
+// negative, is how much more may be read (the header limit); bytes read by a watch (pipelined
+// requests) are handed out first.
 type connReader struct {
-	nc      net.Conn
-	remain  int64
-	hasByte bool
-	byteBuf [1]byte
+	nc     net.Conn
+	remain int64
+	stash  []byte // read by the watch, not yet handed out
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
@@ -257,13 +257,19 @@ func (r *connReader) Read(p []byte) (int, error) {
 	if r.remain == 0 {
 		return 0, errHeaderTooLarge
 	}
-	if r.hasByte {
-		p[0] = r.byteBuf[0]
-		r.hasByte = false
-		if r.remain > 0 {
-			r.remain--
+	if len(r.stash) > 0 {
+		if r.remain > 0 && int64(len(p)) > r.remain {
+			p = p[:r.remain]
 		}
-		return 1, nil
+		n := copy(p, r.stash)
+		r.stash = r.stash[n:]
+		if len(r.stash) == 0 {
+			r.stash = nil
+		}
+		if r.remain > 0 {
+			r.remain -= int64(n)
+		}
+		return n, nil
 	}
 	if r.remain > 0 && int64(len(p)) > r.remain {
 		p = p[:r.remain]
@@ -325,26 +331,28 @@ func (b *requestBody) dropUnread() {
 	}
 }
 
-// The watch. A read on the connection after the request body has ended returns only when the
-// caller sends more (a pipelined request: the byte is kept for it), closes the connection, or
-// the read is interrupted. It runs on the timer's goroutine, WatchAfter into the request.
+// The watch. Reads on the connection after the request body has ended return only when the
+// caller sends more (pipelined requests: the bytes are kept for them), closes or half-closes the
+// connection, or the read is interrupted. It runs on the timer's goroutine, WatchAfter into the
+// request, and keeps reading past pipelined bytes (up to maxStash of them) so that a caller that
+// pipelines and then leaves is noticed as well.
+
+// maxStash bounds the pipelined bytes a watch holds; past it the watch stops reading, and a
+// caller that then leaves is noticed when its answer is written.
+const maxStash = 64 << 10
 
 // arm prepares the watch of the request in flight; it starts now if the body is already read.
-func (c *conn) arm(ctx *cancelctx.Context, bodyDone bool) {
+func (c *conn) arm(cancel context.CancelCauseFunc, bodyDone bool) {
 	c.watchMu.Lock()
-	c.ctx, c.gone, c.stopping, c.watchArmed = ctx, false, false, false
+	c.cancel, c.gone, c.stopping, c.watchArmed = cancel, false, false, false
 	c.watchMu.Unlock()
 	if bodyDone {
 		c.bodyRead()
 	}
 }
 
-// bodyRead starts the watch timer, unless a pipelined request is already buffered (then the
-// caller is evidently there, and reading would take its bytes).
+// bodyRead starts the watch timer.
 func (c *conn) bodyRead() {
-	if c.br.Buffered() > 0 || c.r.hasByte {
-		return
-	}
 	c.watchMu.Lock()
 	defer c.watchMu.Unlock()
 	if c.watchArmed || c.stopping {
@@ -372,18 +380,24 @@ func (c *conn) watch() {
 	c.watching = true
 	c.watchMu.Unlock()
 
-	n, err := c.nc.Read(c.r.byteBuf[:])
-
-	c.watchMu.Lock()
+	var buf [2048]byte
+	for {
+		n, err := c.nc.Read(buf[:])
+		c.watchMu.Lock()
+		if n > 0 {
+			c.r.stash = append(c.r.stash, buf[:n]...)
+		}
+		// A deadline is not the caller leaving: disarm's interruption, or one the handler left.
+		if err != nil && !c.stopping && !errors.Is(err, os.ErrDeadlineExceeded) {
+			c.gone = true
+			c.cancel(errCallerLeft)
+		}
+		if err != nil || c.stopping || len(c.r.stash) >= maxStash {
+			break
+		}
+		c.watchMu.Unlock()
+	}
 	c.watching = false
-	if n == 1 {
-		c.r.hasByte = true
-	}
-	// A deadline is not the caller leaving: disarm's interruption, or one the handler left.
-	if err != nil && !c.stopping && !errors.Is(err, os.ErrDeadlineExceeded) {
-		c.gone = true
-		c.ctx.Cancel(nil)
-	}
 	c.watchMu.Unlock()
 	c.watchDone <- struct{}{}
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -349,17 +348,3 @@ type dateText struct {
 }
 
 var cachedDate atomic.Pointer[dateText]
-
-// errorJSON is the Azure OpenAI error shape, {"error":{"code":...,"message":...}}, for the
-// answers the server gives before any handler runs. (proxy.WriteError writes the same shape
-// for the handler's answers; the server sits below the proxy and does not import it.)
-func errorJSON(code, message string) []byte {
-	type detail struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
-	b, _ := json.Marshal(struct {
-		Error detail `json:"error"`
-	}{detail{code, message}})
-	return b
-}

@@ -23,8 +23,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/aoai-failover/gateway/handler/internal/rawio"
 )
 
 // Server serves HTTP/1.1 on listeners. Set its fields before Serve.
@@ -103,7 +101,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		c := s.newConn(rawio.Wrap(nc))
+		c := s.newConn(nc)
 		if c == nil {
 			nc.Close()
 			return ErrServerClosed

@@ -569,7 +569,7 @@ func TestCallerDisconnectCancelsTheRequest(t *testing.T) {
 		case <-r.Context().Done():
 		case <-time.After(5 * time.Second):
 		}
-		done <- result{r.Context().Err(), time.Now()}
+		done <- result{r.Context().Err(), time.Now()} // and returns without writing
 	})})
 	tests := []struct {
 		name string
@@ -580,23 +580,60 @@ func TestCallerDisconnectCancelsTheRequest(t *testing.T) {
 		{"body read", "POST /wait HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody", "body"},
 		{"chunked body read", "POST /wait HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n", "body"},
 	}
+	// How a caller leaves: closing, or half-closing (it may still read, but is sent nothing
+	// more), each with or without a stray pipelined byte sent first (in the request's packet,
+	// or after the watch began).
+	leaves := []struct {
+		name       string
+		stray      string
+		strayLater bool
+		half       bool
+	}{
+		{"close", "", false, false},
+		{"half-close", "", false, true},
+		{"stray byte then close", "G", false, false},
+		{"stray byte then half-close", "G", false, true},
+		{"stray byte later then close", "G", true, false},
+		{"stray byte later then half-close", "G", true, true},
+	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := dial(t, ts.addr)
-			c.send(t, tt.raw)
-			if got := <-started; got != tt.body {
-				t.Fatalf("handler read %q", got)
-			}
-			closed := time.Now()
-			c.Close()
-			r := <-done
-			if !errors.Is(r.err, context.Canceled) {
-				t.Fatalf("context error %v, want Canceled", r.err)
-			}
-			if d := r.at.Sub(closed); d > watchAfter+slack {
-				t.Fatalf("released %v after the caller left", d)
-			}
-		})
+		for _, leave := range leaves {
+			t.Run(tt.name+", "+leave.name, func(t *testing.T) {
+				c := dial(t, ts.addr)
+				raw := tt.raw
+				if !leave.strayLater {
+					raw += leave.stray
+				}
+				c.send(t, raw)
+				if got := <-started; got != tt.body {
+					t.Fatalf("handler read %q", got)
+				}
+				if leave.strayLater {
+					time.Sleep(2 * watchAfter) // the watch is reading
+					c.send(t, leave.stray)
+				}
+				closed := time.Now()
+				if leave.half {
+					c.Conn.(*net.TCPConn).CloseWrite()
+				} else {
+					c.Close()
+				}
+				r := <-done
+				if !errors.Is(r.err, context.Canceled) {
+					t.Fatalf("context error %v, want Canceled", r.err)
+				}
+				if d := r.at.Sub(closed); d > watchAfter+slack {
+					t.Fatalf("released %v after the caller left", d)
+				}
+				if leave.half {
+					// The handler wrote nothing: the caller gets nothing, not a made-up answer.
+					c.SetReadDeadline(time.Now().Add(2 * time.Second))
+					if b, err := io.ReadAll(c.Conn); len(b) != 0 || err != nil {
+						t.Fatalf("a caller that left was sent %q (%v)", b, err)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -966,7 +1003,7 @@ func (ts *testServer) watchHoldsByte() bool {
 	defer ts.mu.Unlock()
 	for c := range ts.conns {
 		c.watchMu.Lock()
-		held := c.r.hasByte
+		held := len(c.r.stash) > 0
 		c.watchMu.Unlock()
 		if held {
 			return true

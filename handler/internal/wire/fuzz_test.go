@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"golang.org/x/net/http/httpguts"
 )
 
 // The fuzz targets are differential: wire may refuse what net/http accepts (it is stricter on
@@ -97,77 +95,6 @@ func FuzzReadRequest(f *testing.F) {
 				wreq.TransferEncoding, nreq.ContentLength, nreq.Close, nreq.TransferEncoding, data)
 		}
 		compareBodies(t, data, wreq.Body, nreq.Body, wr, nr, wreq.TransferEncoding != nil)
-	})
-}
-
-func FuzzReadResponse(f *testing.F) {
-	for _, s := range responseSeeds {
-		f.Add([]byte(s), false)
-	}
-	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\napim-request-id: b\r\n\r\n"), true)
-	f.Fuzz(func(t *testing.T, data []byte, head bool) {
-		method := http.MethodPost
-		if head {
-			method = http.MethodHead
-		}
-		req := &http.Request{Method: method}
-		wr := newReader(data)
-		wresp, werr := ReadResponse(wr, req)
-		if werr != nil {
-			return
-		}
-		// net/http hands informational answers to its caller; wire skips them.
-		nr := newReader(data)
-		var nresp *http.Response
-		var nerr error
-		bodyless := false // the answer net/http read last has no body
-		for range 6 {
-			code := peekStatus(nr)
-			bodyless = head || code < 200 || code == 204 || code == 304
-			nresp, nerr = http.ReadResponse(nr, req)
-			if nerr != nil || nresp.StatusCode >= 200 || nresp.StatusCode == http.StatusSwitchingProtocols {
-				break
-			}
-		}
-		if nerr != nil {
-			if !refusalJustified(nerr, bodyless) {
-				t.Fatalf("wire accepts what net/http refuses (%v):\n%q", nerr, data)
-			}
-			return
-		}
-		if wresp.StatusCode != nresp.StatusCode || wresp.Status != nresp.Status || wresp.Proto != nresp.Proto {
-			t.Fatalf("status differs: wire %q %s, net/http %q %s\n%q", wresp.Status, wresp.Proto, nresp.Status, nresp.Proto, data)
-		}
-		if wresp.ProtoMinor == 0 && (wresp.TransferEncoding != nil || wresp.Header["Transfer-Encoding"] != nil) {
-			return // wire closes after such a message (RFC 9112 6.1), net/http may keep it alive
-		}
-		// net/http always drops Transfer-Encoding, drops an HTTP/1.1 Connection: close (it is in Close),
-		// keeps one of several equal lengths, drops Trailer of a chunked message, and drops
-		// Content-Length of a chunked message that has a body.
-		got := normalizeLengths(wresp.Header.Clone())
-		chunked := isChunked(got["Transfer-Encoding"]) || wresp.TransferEncoding != nil
-		delete(got, "Transfer-Encoding")
-		if wresp.ProtoMinor == 1 && httpguts.HeaderValuesContainsToken(got["Connection"], "close") {
-			delete(got, "Connection")
-		}
-		if chunked {
-			delete(got, "Trailer")
-		}
-		if !reflect.DeepEqual(got, nresp.Header) {
-			t.Fatalf("headers differ: wire %v, net/http %v\n%q", got, nresp.Header, data)
-		}
-		nlength := nresp.ContentLength
-		if head && nlength == -1 {
-			nlength = 0 // a HEAD answer without a length: "none" for wire, "unknown" for net/http
-		}
-		wchunked := wresp.TransferEncoding != nil
-		nchunked := nresp.TransferEncoding != nil && !bodyless                     // net/http notes chunked on a bodyless answer
-		nclose := nresp.Close || nresp.StatusCode == http.StatusSwitchingProtocols // wire never reuses after a 101
-		if wresp.ContentLength != nlength || wresp.Close != nclose || wchunked != nchunked {
-			t.Fatalf("framing differs: wire %d %v %v, net/http %d %v %v\n%q", wresp.ContentLength, wresp.Close,
-				wresp.TransferEncoding, nresp.ContentLength, nresp.Close, nresp.TransferEncoding, data)
-		}
-		compareBodies(t, data, wresp.Body, nresp.Body, wr, nr, wchunked)
 	})
 }
 
