@@ -47,6 +47,7 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 	w.WriteHeader(a.resp.StatusCode)
 	c.log.firstByte = g.opt.Now().Sub(c.start)
 	if _, err := w.Write(head); err != nil {
+		c.log.status = 499
 		return
 	}
 	// Send what there is now, and do the bookkeeping (usage, the log line) after the caller
@@ -62,6 +63,7 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 		if n > 0 {
 			a.watch.progress()
 			if _, werr := w.Write(buf[:n]); werr != nil {
+				c.log.status = 499
 				return // the caller left; closing the attempt cancels the upstream call
 			}
 		}
@@ -70,6 +72,7 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 		}
 		if err != nil {
 			if callerCtx.Err() != nil {
+				c.log.status = 499
 				return
 			}
 			g.broken(c, a, err)
@@ -92,6 +95,7 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 		}
 		c.log.setUsage(eventUsage(ev))
 		if _, err := w.Write(ev); err != nil {
+			c.log.status = 499
 			return
 		}
 		if a.events.done {
@@ -104,6 +108,7 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 		// which saves a write per event without ever holding one back.
 		if !a.events.hasEvent() {
 			if err := rc.Flush(); err != nil {
+				c.log.status = 499
 				return
 			}
 		}
@@ -116,6 +121,7 @@ func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController
 		}
 		if err != nil {
 			if callerCtx.Err() != nil {
+				c.log.status = 499
 				return
 			}
 			cause := g.broken(c, a, err)
