@@ -1,15 +1,15 @@
 // Package server is the gateway's HTTP/1.1 server: the Functions host (or Front Door, or an
-// app) speaks HTTP/1.1 to the custom handler, and this serves it with less work per request
-// than net/http's server. Requests are read by the wire package, which makes net/http's
-// server checks and is stricter on framing; handlers are ordinary http.Handlers. What it leaves
-// out: HTTP/2, TLS, Hijack and content sniffing, none of which a custom handler needs.
+// app) speaks HTTP/1.1 to the custom handler. It is kept instead of net/http's server because
+// it refuses every request-smuggling shape (compare_test.go: net/http's server answers a request
+// smuggled behind a CL.TE request on a kept connection); its cost per request is about the same
+// (BenchmarkServers). Requests are read by the wire package; handlers are ordinary
+// http.Handlers. What it leaves out: HTTP/2, TLS, Hijack and content sniffing, none of which a
+// custom handler needs.
 //
-// Where it saves: a connection's goroutine parses, serves and answers each request itself, with
-// buffers from pools; and it does not start a read on the connection after every request's body
-// to notice a caller that leaves. That watch (a goroutine and a read that net/http starts for
-// every request) starts only once a request has taken longer than WatchAfter, so answers that
-// come back at once never pay for it, while a caller that leaves a long completion still has the
-// upstream call cancelled within WatchAfter.
+// A caller that leaves is noticed: once a request's body has been read, the connection is
+// watched (after WatchAfter, so answers that come back at once never pay for it), and a close
+// or half-close, with or without pipelined bytes before it, cancels the request's context; the
+// caller is then sent nothing more.
 package server
 
 import (

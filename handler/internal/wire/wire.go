@@ -1,10 +1,8 @@
-// Package wire reads HTTP/1.1 message heads and frames their bodies, for the gateway's server
-// (requests) and its upstream client (responses). net/http's readers make a string for every
-// header name and value and a slice for every header; these make one string holding all the
-// values and one slice holding all of them, and reuse the canonical names they have seen, which
-// is most of the allocation a proxied request costs. Framing follows RFC 9112: anything
-// ambiguous (a length and chunked together, lengths that disagree, folded header lines, a
-// transfer coding other than chunked) is refused rather than guessed.
+// Package wire reads HTTP/1.1 request heads and frames their bodies, for the gateway's server.
+// Framing follows RFC 9112 strictly: anything ambiguous (a length and chunked together, lengths
+// that disagree, folded header lines, a transfer coding other than chunked) is refused rather
+// than guessed, which is what keeps a request smuggled behind another from being answered.
+// (Backends' responses are read by net/http's Transport.)
 package wire
 
 import (
