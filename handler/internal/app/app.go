@@ -46,31 +46,25 @@ func Run(ctx context.Context, env Env) error {
 	defer stdout.Close()
 	log := telemetry.NewLogger(stdout, env.Stderr, slog.LevelInfo)
 	out := telemetry.Output{Out: stdout, Err: env.Stderr}
-	settings, err := config.Load(env.Getenv)
+	p, err := prepare(ctx, env.Getenv, log)
 	if err != nil {
-		return err
+		return err // every problem, the list `handler -check` reports
 	}
-	for _, w := range settings.Warnings {
-		log.Warn(w)
-	}
-	identity := &processIdentity{clientID: settings.ClientID}
-	creds, vault, err := openCredentials(ctx, settings, identity, log, env.Getenv)
-	if err != nil {
-		return err
-	}
-	store, err := openStore(ctx, settings, identity, log)
-	if err != nil {
-		return err
-	}
-	otel, err := telemetry.OpenTelemetry(ctx, env.Getenv, instanceName(env.Getenv))
-	if err != nil {
-		return err
-	}
+	settings, creds, vault, store, otel := p.settings, p.creds, p.vault, p.store, p.otel
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = otel.Shutdown(sctx) // exports what is left
 	}()
+	for _, w := range settings.Warnings {
+		log.Warn(w)
+	}
+	if vault != nil {
+		loadVault(ctx, vault, settings.Routing.KeyVault, p.vaultSecrets, log)
+	}
+	if p.table != nil {
+		ensureTable(ctx, p.table, settings, log)
+	}
 	g, err := build(settings, creds, vault, store, log, out, otel, env.Getenv)
 	if err != nil {
 		return err
@@ -108,14 +102,64 @@ type gateway struct {
 // instance frees a target that much earlier or later. NTP keeps Azure hosts within a second.
 const clockSkew = 5 * time.Second
 
-// openCredentials builds every account's credential source. Key Vault secrets are read at
-// start, all at once; a vault that cannot be reached does not stop the start: /healthz says
-// 503 until every logical deployment has a target with a credential, and reading is retried.
-func openCredentials(ctx context.Context, s *config.Settings, identity *processIdentity, log *slog.Logger, getenv func(string) string) (*secrets.Credentials, *secrets.VaultKeys, error) {
+// prepared is what a start builds from the settings before it contacts anything.
+type prepared struct {
+	settings     *config.Settings
+	creds        *secrets.Credentials
+	vault        *secrets.VaultKeys // nil when no Key Vault secret is named
+	vaultSecrets int
+	store        sharedStore
+	table        *state.TableStore // nil: per-instance state
+	otel         telemetry.OTel
+}
+
+// prepare is the whole of a start that contacts nothing: it reads and validates the settings
+// (config.Load) and builds every client from them. `handler -check` runs it too, so the check
+// and the start cannot disagree; whatever fails is returned as one list of every problem
+// (config.Problems). Only what needs the network (Key Vault, the table, the listening port) is
+// left to the start.
+func prepare(ctx context.Context, getenv func(string) string, log *slog.Logger) (*prepared, error) {
+	settings, err := config.Load(getenv)
+	if err != nil {
+		return nil, err
+	}
+	p := &prepared{settings: settings}
+	var probs config.Problems
+	identity := &processIdentity{clientID: settings.ClientID}
+	if p.creds, p.vault, p.vaultSecrets, err = newCredentials(settings, identity, log, getenv); err != nil {
+		probs = append(probs, err.Error())
+	}
+	if p.store, p.table, err = newStore(settings, identity); err != nil {
+		probs = append(probs, err.Error())
+	}
+	if p.otel, err = telemetry.OpenTelemetry(ctx, getenv, instanceName(getenv)); err != nil {
+		probs = append(probs, err.Error())
+	}
+	if len(probs) > 0 {
+		p.discard()
+		return nil, probs
+	}
+	return p, nil
+}
+
+// discard lets go of what prepare built without contacting anything: OpenTelemetry is stopped
+// with a context that has already ended, so nothing is exported.
+func (p *prepared) discard() {
+	if p.otel.Shutdown == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = p.otel.Shutdown(ctx)
+}
+
+// newCredentials builds every account's credential source, and the Key Vault client (nil when
+// no secret is named) with the number of secrets it reads.
+func newCredentials(s *config.Settings, identity *processIdentity, log *slog.Logger, getenv func(string) string) (*secrets.Credentials, *secrets.VaultKeys, int, error) {
 	r := s.Routing
 	env, err := secrets.NewEnvKeys(r.Accounts, getenv)
 	if err != nil {
-		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
+		return nil, nil, 0, err
 	}
 	var names []string
 	seen := map[string]bool{}
@@ -134,25 +178,31 @@ func openCredentials(ctx context.Context, s *config.Settings, identity *processI
 	var cred azcore.TokenCredential
 	if needIdentity {
 		if cred, err = identity.get(); err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 	}
 	var vault *secrets.VaultKeys
 	if len(names) > 0 {
 		if vault, err = secrets.NewVaultKeys(r.KeyVault, cred, names, r.Secrets.Refresh.D(), log); err != nil {
-			return nil, nil, err
-		}
-		// A short wait: a vault that answers gives the first requests their keys; one that does
-		// not must not keep the process from answering the host's readiness ping.
-		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		defer cancel()
-		if err := vault.Load(lctx); err != nil {
-			log.Warn("Key Vault not readable at start; targets without a key are skipped until it is", "vault", r.KeyVault, "error", err)
-		} else {
-			log.Info("read backend keys from Key Vault", "vault", r.KeyVault, "secrets", len(names))
+			return nil, nil, 0, err
 		}
 	}
-	return secrets.NewCredentials(r.Accounts, env, vault, cred), vault, nil
+	return secrets.NewCredentials(r.Accounts, env, vault, cred), vault, len(names), nil
+}
+
+// loadVault reads the Key Vault secrets at start, all at once. A vault that cannot be reached
+// does not stop the start: /healthz says 503 until every logical deployment has a target with a
+// credential, and reading is retried.
+func loadVault(ctx context.Context, vault *secrets.VaultKeys, url string, n int, log *slog.Logger) {
+	// A short wait: a vault that answers gives the first requests their keys; one that does
+	// not must not keep the process from answering the host's readiness ping.
+	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := vault.Load(lctx); err != nil {
+		log.Warn("Key Vault not readable at start; targets without a key are skipped until it is", "vault", url, "error", err)
+	} else {
+		log.Info("read backend keys from Key Vault", "vault", url, "secrets", n)
+	}
 }
 
 func clientKeysSecret(r config.Routing) string {
@@ -169,11 +219,11 @@ type sharedStore struct {
 	shared bool
 }
 
-// openStore connects the Table Storage store when one is configured. An unreachable table at
-// start is not fatal: the gateway serves on local state and the view keeps trying.
-func openStore(ctx context.Context, s *config.Settings, identity *processIdentity, log *slog.Logger) (sharedStore, error) {
+// newStore builds the Table Storage store when one is configured (returned as table too), else
+// the in-memory one.
+func newStore(s *config.Settings, identity *processIdentity) (sharedStore, *state.TableStore, error) {
 	if !s.State.Configured() {
-		return sharedStore{Store: state.NewMemoryStore(), kind: "memory"}, nil
+		return sharedStore{Store: state.NewMemoryStore(), kind: "memory"}, nil, nil
 	}
 	var cred azcore.TokenCredential
 	if s.State.TableServiceURI != "" {
@@ -182,15 +232,21 @@ func openStore(ctx context.Context, s *config.Settings, identity *processIdentit
 			c, err = credential(s.State.ClientID) // the connection names its own identity
 		}
 		if err != nil {
-			return sharedStore{}, fmt.Errorf("%s: no identity to reach the table with: %w", s.State.Setting, err)
+			return sharedStore{}, nil, fmt.Errorf("%s: no identity to reach the table with: %w", s.State.Setting, err)
 		}
 		cred = c
 	}
 	svc, err := state.NewServiceClient(s.State.ConnectionString, s.State.TableServiceURI, cred)
 	if err != nil {
-		return sharedStore{}, fmt.Errorf("%s: %w", s.State.Setting, err)
+		return sharedStore{}, nil, fmt.Errorf("%s: %w", s.State.Setting, err)
 	}
 	ts := state.NewTableStore(svc, s.State.Table, s.State.Partition)
+	return sharedStore{Store: ts, kind: "table", shared: true}, ts, nil
+}
+
+// ensureTable creates the state table if it is missing. An unreachable table at start is not
+// fatal: the gateway serves on local state and the view keeps trying.
+func ensureTable(ctx context.Context, ts *state.TableStore, s *config.Settings, log *slog.Logger) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := ts.EnsureTable(cctx); err != nil {
@@ -198,7 +254,6 @@ func openStore(ctx context.Context, s *config.Settings, identity *processIdentit
 	} else {
 		log.Info("sharing target state through Table Storage", "setting", s.State.Setting, "table", s.State.Table, "partition", s.State.Partition)
 	}
-	return sharedStore{Store: ts, kind: "table", shared: true}, nil
 }
 
 // processIdentity is the one credential of the process, built when first needed and shared:
@@ -275,6 +330,7 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 		MaxBodyBytes:     r.Limits.MaxRequestBodyBytes,
 		MaxConcurrent:    r.Limits.MaxConcurrentRequests,
 		MaxPendingBodies: r.Limits.MaxPendingBodies,
+		MaxEventBytes:    r.Limits.MaxStreamEventBytes,
 		RouteByRemaining: r.Throttle.RouteByRemainingOrDefault(),
 		Logger:           log,
 		RequestLog:       out,

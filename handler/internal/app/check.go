@@ -1,9 +1,11 @@
 package app
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"sort"
 
 	"github.com/aoai-failover/gateway/handler/internal/config"
@@ -24,7 +26,9 @@ type CheckReport struct {
 }
 
 // Check validates the settings from getenv as a start would, contacting nothing, and writes a
-// CheckReport as JSON to w. It returns an error when the gateway would refuse to start.
+// CheckReport as JSON to w. It returns an error when the gateway would refuse to start. It runs
+// the start's own preparation (prepare: the settings, the routing document, every client built
+// from them), so its problems are the very messages a start with these settings stops with.
 func Check(getenv func(string) string, w io.Writer) error {
 	read := map[string]bool{}
 	recording := func(name string) string {
@@ -32,10 +36,12 @@ func Check(getenv func(string) string, w io.Writer) error {
 		return getenv(name)
 	}
 	report := CheckReport{HealthPath: HealthPath}
-	settings, err := config.Load(recording)
+	p, err := prepare(context.Background(), recording, slog.New(slog.DiscardHandler))
 	telemetry.Signals(recording)
 	switch probs := err.(type) {
 	case nil:
+		p.discard()
+		settings := p.settings
 		report.OK = true
 		report.Warnings = settings.Warnings
 		for name := range settings.Routing.Deployments {
@@ -57,6 +63,9 @@ func Check(getenv func(string) string, w io.Writer) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	if !report.OK {
+		if len(report.Problems) == 1 {
+			return fmt.Errorf("the settings would not start the gateway (1 problem)")
+		}
 		return fmt.Errorf("the settings would not start the gateway (%d problems)", len(report.Problems))
 	}
 	return nil

@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"log/slog"
-	"net/http"
 	"sort"
 	"sync"
 )
@@ -71,10 +70,9 @@ func (c *ClientKeys) keys() []appKey {
 	return c.parsed
 }
 
-// Check returns the app whose key the request presents. Every key is compared, in constant
-// time on fixed-length digests, so neither the time taken nor the answer says which was close.
-func (c *ClientKeys) Check(r *http.Request) (string, bool) {
-	presented := r.Header.Get("Api-Key")
+// Check returns the app whose key is presented. Every key is compared, in constant time on
+// fixed-length digests, so neither the time taken nor the answer says which was close.
+func (c *ClientKeys) Check(presented string) (string, bool) {
 	if presented == "" {
 		return "", false
 	}

@@ -182,7 +182,7 @@ func TestLoad(t *testing.T) {
 		{"port too big", with("PORT", "70000"), []string{"PORT"}},
 		{"unresolved key vault reference", with("GATEWAY_CONFIG", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/x/)"), []string{"GATEWAY_CONFIG: is an unresolved Key Vault reference"}},
 		{"key env missing", with("DEV_KEY", ""), []string{"accounts.dev.auth.keyEnv: environment variable DEV_KEY is not set"}},
-		{"bad connection string", with("GATEWAY_STATE_STORAGE", "AccountKey="+accountKey), []string{"GATEWAY_STATE_STORAGE: not a storage connection string"}},
+		{"bad connection string", with("GATEWAY_STATE_STORAGE", "AccountKey="+accountKey), []string{"GATEWAY_STATE_STORAGE: the connection string has an AccountKey but no AccountName"}},
 		{"bad table", with("GATEWAY_STATE_TABLE", "9x"), []string{"GATEWAY_STATE_TABLE"}},
 		{"bad partition", with("GATEWAY_STATE_PARTITION", "a/b"), []string{"GATEWAY_STATE_PARTITION"}},
 		{"bad refresh", with("GATEWAY_STATE_REFRESH", "1ms"), []string{"GATEWAY_STATE_REFRESH"}},
@@ -213,8 +213,8 @@ func TestLoad(t *testing.T) {
 		setting, uri, conn, table string
 	}{
 		{"gateway setting first", with("GATEWAY_STATE_STORAGE", "UseDevelopmentStorage=true", "AzureWebJobsStorage", "AccountName=a;AccountKey=b"), "GATEWAY_STATE_STORAGE", "", "UseDevelopmentStorage=true", "gatewaystate"},
-		{"falls back to AzureWebJobsStorage", with("AzureWebJobsStorage", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=b;EndpointSuffix=core.windows.net"), "AzureWebJobsStorage", "", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=b;EndpointSuffix=core.windows.net", "gatewaystate"},
-		{"identity based", with("GATEWAY_STATE_STORAGE__tableServiceUri", "https://a.table.core.windows.net", "GATEWAY_STATE_STORAGE__clientId", "cid", "GATEWAY_STATE_TABLE", "myTable1", "GATEWAY_STATE_PARTITION", "eu-gateway", "GATEWAY_STATE_REFRESH", "500ms"), "GATEWAY_STATE_STORAGE__tableServiceUri", "https://a.table.core.windows.net", "", "myTable1"},
+		{"falls back to AzureWebJobsStorage", with("AzureWebJobsStorage", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=a2V5;EndpointSuffix=core.windows.net"), "AzureWebJobsStorage", "", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=a2V5;EndpointSuffix=core.windows.net", "gatewaystate"},
+		{"identity based", with("GATEWAY_STATE_STORAGE__tableServiceUri", "https://a.table.core.windows.net", "GATEWAY_STATE_STORAGE__clientId", testClientID, "GATEWAY_STATE_TABLE", "myTable1", "GATEWAY_STATE_PARTITION", "eu-gateway", "GATEWAY_STATE_REFRESH", "500ms"), "GATEWAY_STATE_STORAGE__tableServiceUri", "https://a.table.core.windows.net", "", "myTable1"},
 	} {
 		s, err := Load(env(tc.env))
 		if err != nil {
@@ -223,7 +223,7 @@ func TestLoad(t *testing.T) {
 		if s.State.Setting != tc.setting || s.State.TableServiceURI != tc.uri || s.State.ConnectionString != tc.conn || s.State.Table != tc.table || !s.State.Configured() {
 			t.Errorf("%s: %+v", tc.name, s.State)
 		}
-		if tc.uri != "" && (s.State.ClientID != "cid" || s.State.Partition != "eu-gateway" || s.State.Refresh != 500*time.Millisecond) {
+		if tc.uri != "" && (s.State.ClientID != testClientID || s.State.Partition != "eu-gateway" || s.State.Refresh != 500*time.Millisecond) {
 			t.Errorf("%s: client id %q", tc.name, s.State.ClientID)
 		}
 	}

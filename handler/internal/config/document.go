@@ -138,6 +138,10 @@ type Limits struct {
 	// forwarding slot, each is bounded by timeouts.requestBody and holds only what it has
 	// sent; past this bound, callers get 503 with retry-after at once.
 	MaxPendingBodies int `json:"maxPendingBodies"`
+	// MaxStreamEventBytes bounds one server-sent event of a backend's stream, and so what one
+	// stream holds in memory; a larger event ends the stream with the in-band error event.
+	// Image generation streams carry whole images (base64) in one event.
+	MaxStreamEventBytes int `json:"maxStreamEventBytes"`
 }
 
 // Defaults for every tunable; README.md documents them.
@@ -159,6 +163,7 @@ const (
 	DefaultSecretsRefresh      = 5 * time.Minute
 	DefaultMaxConcurrent       = 4096
 	DefaultMaxPendingBodies    = 16384
+	DefaultMaxStreamEventBytes = 64 << 20
 	// FunctionsRequestLimit is the Functions host's hard limit on an HTTP-triggered request.
 	FunctionsRequestLimit = 230 * time.Second
 )
@@ -188,6 +193,9 @@ func (r *Routing) applyDefaults() {
 	}
 	if r.Limits.MaxPendingBodies == 0 {
 		r.Limits.MaxPendingBodies = DefaultMaxPendingBodies
+	}
+	if r.Limits.MaxStreamEventBytes == 0 {
+		r.Limits.MaxStreamEventBytes = DefaultMaxStreamEventBytes
 	}
 	if r.Limits.MaxRequestBodyBytes == 0 {
 		r.Limits.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes

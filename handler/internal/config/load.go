@@ -102,6 +102,7 @@ func Load(getenv func(string) string) (*Settings, error) {
 			}
 		}
 	}
+	probs = append(probs, identityProblems(s)...)
 	if len(probs) > 0 {
 		return nil, probs
 	}
@@ -189,6 +190,8 @@ func checkKeyEnv(r *Routing, getenv func(string) string) []string {
 	for _, name := range sortedKeys(r.Accounts) {
 		if env := r.Accounts[name].Auth.KeyEnv; env != "" && strings.TrimSpace(getenv(env)) == "" {
 			probs = append(probs, fmt.Sprintf("accounts.%s.auth.keyEnv: environment variable %s is not set or empty", name, env))
+		} else if env != "" && strings.HasPrefix(strings.TrimSpace(getenv(env)), keyVaultReference) {
+			probs = append(probs, fmt.Sprintf("accounts.%s.auth.keyEnv: environment variable %s is an unresolved Key Vault reference; the platform could not read the secret (check the app's identity has Key Vault Secrets User and the reference's URI)", name, env))
 		}
 	}
 	return probs
@@ -219,33 +222,20 @@ func stateStorage(get func(string) string, probs *Problems) StateStorage {
 	for _, prefix := range []string{"GATEWAY_STATE_STORAGE", "AzureWebJobsStorage"} {
 		if cs := get(prefix); cs != "" {
 			st.Setting, st.ConnectionString = prefix, cs
-			if !validConnectionString(cs) {
-				*probs = append(*probs, prefix+": not a storage connection string (want UseDevelopmentStorage=true or one with AccountName and AccountKey, or TableEndpoint and SharedAccessSignature)")
+			if _, err := ParseConnectionString(cs); err != nil {
+				*probs = append(*probs, prefix+": "+err.Error())
 			}
 			return st
 		}
 		if uri := get(prefix + "__tableServiceUri"); uri != "" {
 			st.Setting, st.TableServiceURI, st.ClientID = prefix+"__tableServiceUri", uri, get(prefix+"__clientId")
-			if !strings.HasPrefix(uri, "https://") {
-				*probs = append(*probs, fmt.Sprintf("%s__tableServiceUri: %q must be an https:// URL", prefix, uri))
+			if err := checkTableServiceURI(uri); err != nil {
+				*probs = append(*probs, prefix+"__tableServiceUri: "+err.Error())
 			}
 			return st
 		}
 	}
 	return st
-}
-
-func validConnectionString(cs string) bool {
-	if strings.EqualFold(strings.TrimSuffix(cs, ";"), "UseDevelopmentStorage=true") {
-		return true
-	}
-	has := map[string]bool{}
-	for _, part := range strings.Split(cs, ";") {
-		if k, _, ok := strings.Cut(part, "="); ok {
-			has[strings.ToLower(strings.TrimSpace(k))] = true
-		}
-	}
-	return (has["accountname"] && has["accountkey"]) || (has["tableendpoint"] && has["sharedaccesssignature"])
 }
 
 func validTableName(t string) bool {

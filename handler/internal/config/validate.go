@@ -22,6 +22,8 @@ func (r *Routing) validate() []string {
 	if r.KeyVault != "" {
 		if u, err := url.Parse(r.KeyVault); err != nil || u.Scheme != "https" || u.Host == "" {
 			add("keyVault: %q must be an https:// vault URL", r.KeyVault)
+		} else if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+			add("keyVault: must be just the vault's https:// URL, like https://NAME.vault.azure.net/, with no path, query or credentials")
 		}
 	}
 	if len(r.Accounts) == 0 {
@@ -152,6 +154,9 @@ func (r *Routing) validate() []string {
 	}
 	if r.Circuit.Failures < 1 || r.Circuit.Failures > 100 {
 		add("circuit.failures: %d is out of range 1..100", r.Circuit.Failures)
+	}
+	if r.Limits.MaxStreamEventBytes < 64<<10 {
+		add("limits.maxStreamEventBytes: %d is below the 64 KiB minimum", r.Limits.MaxStreamEventBytes)
 	}
 	if r.Limits.MaxPendingBodies < 1 {
 		add("limits.maxPendingBodies: %d must be at least 1", r.Limits.MaxPendingBodies)

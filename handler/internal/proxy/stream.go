@@ -53,10 +53,15 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 	// Send what there is now, and do the bookkeeping (usage, the log line) after the caller
 	// has it rather than before.
 	_ = rc.Flush()
-	c.log.setUsage(findUsage(head))
+	enc := contentEncoding(a.resp.Header)
 	if a.complete {
+		c.log.setUsage(usageOf(enc, head)) // the common case: the whole body is the head
 		return
 	}
+	// The usage is at the end of a body longer than the head: read it as the bytes pass.
+	tap := newUsageTap(enc)
+	defer tap.close()
+	tap.Write(head)
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := a.resp.Body.Read(buf)
@@ -66,8 +71,10 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 				c.log.status = 499
 				return // the caller left; closing the attempt cancels the upstream call
 			}
+			tap.Write(buf[:n])
 		}
 		if err == io.EOF {
+			c.log.setUsage(tap.usage())
 			return
 		}
 		if err != nil {

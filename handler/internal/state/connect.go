@@ -2,36 +2,36 @@ package state
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+
+	"github.com/aoai-failover/gateway/handler/internal/config"
 )
 
-// devStorage is the local Azurite account, documented by Microsoft and the same on every
-// machine. The Go SDK does not understand "UseDevelopmentStorage=true", so it is expanded here.
-const devStorage = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;" +
-	"AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;" +
-	"TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-
-// ExpandConnectionString turns UseDevelopmentStorage=true into the Azurite account's string.
-func ExpandConnectionString(cs string) string {
-	if strings.EqualFold(strings.TrimSuffix(strings.TrimSpace(cs), ";"), "UseDevelopmentStorage=true") {
-		return devStorage
-	}
-	return cs
-}
+// ExpandConnectionString turns UseDevelopmentStorage=true into the local Azurite account's
+// string, which the Go SDK does not understand by that name.
+func ExpandConnectionString(cs string) string { return config.ExpandConnectionString(cs) }
 
 // NewServiceClient connects to Table Storage with a connection string, or with cred to
-// serviceURI when cs is empty (identity-based connections).
+// serviceURI when cs is empty (identity-based connections). The connection string is read by
+// config.ParseConnectionString, the same rules the settings are validated with, so a string
+// that passed config.Load connects; its errors never quote the string.
 func NewServiceClient(cs, serviceURI string, cred azcore.TokenCredential) (*aztables.ServiceClient, error) {
 	if cs != "" {
-		svc, err := aztables.NewServiceClientFromConnectionString(ExpandConnectionString(cs), nil)
+		c, err := config.ParseConnectionString(cs)
 		if err != nil {
-			// The SDK's message can quote the string, key included: say only what is wrong.
-			return nil, fmt.Errorf("the storage connection string is not usable by the Table Storage client")
+			return nil, err
 		}
-		return svc, nil
+		if c.AccountKey == "" {
+			return aztables.NewServiceClientWithNoCredential(c.Endpoint+"?"+c.SharedAccessSignature, nil)
+		}
+		key, err := aztables.NewSharedKeyCredential(c.AccountName, c.AccountKey)
+		if err != nil {
+			// The SDK's message could quote the key: say only what is wrong.
+			return nil, fmt.Errorf("the connection string's AccountKey is not usable as a shared key")
+		}
+		return aztables.NewServiceClientWithSharedKey(c.Endpoint, key, nil)
 	}
 	svc, err := aztables.NewServiceClient(serviceURI, cred, nil)
 	if err != nil {
