@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"time"
 )
 
 func main() {
@@ -31,6 +32,9 @@ func main() {
 	}
 	fmt.Println(*out)
 }
+
+// entryTime is every zip entry's modification time.
+var entryTime = time.Date(2026, time.January, 1, 0, 0, 0, 0, time.UTC)
 
 type entry struct {
 	src, name string
@@ -119,7 +123,10 @@ func addToZip(zw *zip.Writer, e entry) error {
 		return err
 	}
 	defer in.Close()
-	h := &zip.FileHeader{Name: e.name, Method: zip.Deflate}
+	// A fixed, valid date: a zero one is stored as MS-DOS date 0 (month 0, day 0), which unzip
+	// tools reject or show as 1979/1980, and a fixed one keeps the package the same bytes for
+	// the same build.
+	h := &zip.FileHeader{Name: e.name, Method: zip.Deflate, Modified: entryTime}
 	h.SetMode(e.mode) // stored as Unix mode bits, which the Functions host's unzip honours
 	w, err := zw.CreateHeader(h)
 	if err != nil {

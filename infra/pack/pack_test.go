@@ -51,6 +51,13 @@ func TestPack(t *testing.T) {
 	if len(seen) != 3 {
 		t.Errorf("unexpected entries: %v", seen)
 	}
+	for name, f := range seen {
+		// MS-DOS date: bits 15-9 years since 1980, 8-5 month, 4-0 day.
+		month, day := f.ModifiedDate>>5&0xf, f.ModifiedDate&0x1f
+		if month < 1 || month > 12 || day < 1 || !f.Modified.Equal(entryTime) {
+			t.Errorf("%s: modified %v (MS-DOS date %#x): want the fixed valid date %v", name, f.Modified, f.ModifiedDate, entryTime)
+		}
+	}
 	bin := seen[exe]
 	if bin.Mode().Perm()&0o111 == 0 {
 		t.Errorf("%s lost its executable bit: %v", exe, bin.Mode())
