@@ -2,7 +2,8 @@
 // token (rolling 60 s window of estimated cost) and request (RPM/6 per 10 s) limits with the
 // service's 429 headers and bodies, x-ratelimit-remaining-* on success, the service's exact SSE
 // chunk sequence, latency per token, both auth modes, content-filter and context-length 400s,
-// and injectable faults. It counts what each deployment served and refused.
+// the 400 OperationNotSupported for an operation the deployment's model does not serve, and
+// injectable faults. It counts what each deployment served and refused.
 package aoaisim
 
 import (
@@ -265,6 +266,11 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, `{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again."}}`)
 		return
 	}
+	if !modelServes(d.cfg.Model, op.kind) {
+		s.count(d, func(st *Stats) { st.BadRequest++ })
+		writeJSON(w, http.StatusBadRequest, operationNotSupported(op.kind, d.cfg.Model))
+		return
+	}
 	if jsonErr != nil || req == nil {
 		s.count(d, func(st *Stats) { st.BadRequest++ })
 		writeJSON(w, http.StatusBadRequest, `{"error":{"code":"BadRequest","message":"Could not parse the request body as a JSON object."}}`)
@@ -345,6 +351,34 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.plain(w, r)
+}
+
+// modelServes reports whether a deployment of model answers an operation, as Azure OpenAI's
+// model table has it: embeddings models (text-embedding-*) only embeddings; the completions
+// models (gpt-35-turbo-instruct, davinci-002, babbage-002) only completions; chat models (gpt-*,
+// the o-series) chat completions and responses, not completions nor embeddings. A model name
+// the simulator does not know (tests use "m") answers every operation.
+func modelServes(model, kind string) bool {
+	m := strings.ToLower(model)
+	switch {
+	case strings.Contains(m, "embedding"):
+		return kind == "embeddings"
+	case strings.Contains(m, "instruct"), m == "davinci-002", m == "babbage-002":
+		return kind == "completions"
+	case strings.HasPrefix(m, "gpt-"), len(m) > 1 && m[0] == 'o' && m[1] >= '0' && m[1] <= '9':
+		return kind == "chat" || kind == "responses"
+	}
+	return true
+}
+
+// operationNotSupported is the service's 400 for an operation the deployment's model does not
+// serve, e.g. "The embeddings operation does not work with the specified model, gpt-35-turbo."
+// (the responses operation's name is assumed by analogy with the others).
+func operationNotSupported(kind, model string) string {
+	name := map[string]string{"chat": "chatCompletion", "completions": "completion", "embeddings": "embeddings", "responses": "responses"}[kind]
+	msg := fmt.Sprintf("The %s operation does not work with the specified model, %s. Please choose different model and try again. You can learn more about which models can be used with each operation here: https://go.microsoft.com/fwlink/?linkid=2197993.", name, model)
+	b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": "OperationNotSupported", "message": msg}})
+	return string(b)
 }
 
 func finishReason(cut bool) string {

@@ -49,15 +49,19 @@ func call(t *testing.T, ctx context.Context, srv *httptest.Server, path, body st
 const chatPath = "/openai/deployments/d/chat/completions?api-version=2024-10-21"
 
 func TestRoutesAndShapes(t *testing.T) {
-	s, srv := start(t, map[string]Deployment{"d": {Model: "gpt-4o-mini", CompletionTokens: 5}})
+	s, srv := start(t, map[string]Deployment{
+		"d":    {Model: "gpt-4o-mini", CompletionTokens: 5},
+		"emb":  {Model: "text-embedding-3-small"},
+		"inst": {Model: "gpt-35-turbo-instruct", CompletionTokens: 5},
+	})
 	for _, tc := range []struct {
 		path, body, want string
 	}{
 		{chatPath, `{"messages":[{"role":"user","content":"hi"}]}`, `"object":"chat.completion"`},
-		{"/openai/deployments/d/completions?api-version=1", `{"prompt":"hi"}`, `"object":"text_completion"`},
-		{"/openai/deployments/d/embeddings?api-version=1", `{"input":["a","b"]}`, `"object":"list"`},
+		{"/openai/deployments/inst/completions?api-version=1", `{"prompt":"hi"}`, `"object":"text_completion"`},
+		{"/openai/deployments/emb/embeddings?api-version=1", `{"input":["a","b"]}`, `"object":"list"`},
 		{"/openai/v1/chat/completions", `{"model":"d","messages":[]}`, `"object":"chat.completion"`},
-		{"/openai/v1/embeddings", `{"model":"d","input":"x"}`, `"embedding"`},
+		{"/openai/v1/embeddings", `{"model":"emb","input":"x"}`, `"embedding"`},
 		{"/openai/v1/responses", `{"model":"d","input":"x"}`, `"object":"response"`},
 		{"/openai/responses?api-version=1", `{"model":"d","input":"x"}`, `"output_text"`},
 	} {
@@ -70,12 +74,12 @@ func TestRoutesAndShapes(t *testing.T) {
 			t.Errorf("%s: headers %v", tc.path, resp.Header)
 		}
 	}
-	_, body, _ := call(t, context.Background(), srv, "/openai/deployments/d/embeddings?api-version=1", `{"input":["a","b","c"]}`)
+	_, body, _ := call(t, context.Background(), srv, "/openai/deployments/emb/embeddings?api-version=1", `{"input":["a","b","c"]}`)
 	var emb struct{ Data []any }
 	if json.Unmarshal([]byte(body), &emb); len(emb.Data) != 3 {
 		t.Errorf("embeddings for 3 inputs: %s", body)
 	}
-	if st := s.Stats()["d"]; st.Served != 8 || st.LastPath != "/openai/deployments/d/embeddings" {
+	if st := s.Stats(); st["d"].Served != 4 || st["emb"].Served != 3 || st["inst"].Served != 1 || st["emb"].LastPath != "/openai/deployments/emb/embeddings" {
 		t.Errorf("stats %+v", st)
 	}
 	for _, tc := range []struct{ path, body, code string }{
@@ -88,6 +92,55 @@ func TestRoutesAndShapes(t *testing.T) {
 		if resp.StatusCode != 404 || !strings.Contains(body, tc.code) {
 			t.Errorf("%s: %d %s", tc.path, resp.StatusCode, body)
 		}
+	}
+}
+
+// TestOperationNotSupported: a deployment answers only the operations its model serves, with
+// the service's 400 otherwise (embeddings on a chat model, chat on an embeddings model, ...); a
+// model the simulator does not know answers everything.
+func TestOperationNotSupported(t *testing.T) {
+	s, srv := start(t, map[string]Deployment{
+		"chat":  {Model: "gpt-4o-mini"},
+		"o":     {Model: "o4-mini"},
+		"emb":   {Model: "text-embedding-3-large"},
+		"inst":  {Model: "gpt-35-turbo-instruct"},
+		"other": {Model: "m"},
+	})
+	const chatBody = `{"messages":[{"role":"user","content":"hi"}]}`
+	for _, tc := range []struct {
+		path, body string
+		want       int
+		message    string
+	}{
+		{"/openai/deployments/chat/embeddings?api-version=2024-10-21", `{"input":"x"}`, 400, "The embeddings operation does not work with the specified model, gpt-4o-mini. Please choose different model and try again."},
+		{"/openai/v1/embeddings", `{"model":"chat","input":"x"}`, 400, "The embeddings operation does not work with the specified model, gpt-4o-mini."},
+		{"/openai/deployments/chat/completions?api-version=2024-10-21", `{"prompt":"hi"}`, 400, "The completion operation does not work with the specified model, gpt-4o-mini."},
+		{"/openai/deployments/o/embeddings?api-version=2024-10-21", `{"input":"x"}`, 400, "The embeddings operation does not work with the specified model, o4-mini."},
+		{"/openai/deployments/emb/chat/completions?api-version=2024-10-21", chatBody, 400, "The chatCompletion operation does not work with the specified model, text-embedding-3-large."},
+		{"/openai/v1/responses", `{"model":"emb","input":"x"}`, 400, "The responses operation does not work with the specified model, text-embedding-3-large."},
+		{"/openai/deployments/inst/chat/completions?api-version=2024-10-21", chatBody, 400, "The chatCompletion operation does not work with the specified model, gpt-35-turbo-instruct."},
+		{"/openai/deployments/o/chat/completions?api-version=2024-10-21", chatBody, 200, ""},
+		{"/openai/deployments/other/embeddings?api-version=2024-10-21", `{"input":"x"}`, 200, ""},
+		{"/openai/deployments/other/completions?api-version=2024-10-21", `{"prompt":"hi"}`, 200, ""},
+	} {
+		resp, body, err := call(t, context.Background(), srv, tc.path, tc.body)
+		if err != nil || resp.StatusCode != tc.want {
+			t.Errorf("%s %s: %v %v %s", tc.path, tc.body, err, resp, body)
+			continue
+		}
+		if tc.want != 400 {
+			continue
+		}
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal([]byte(body), &e) != nil || e.Error.Code != "OperationNotSupported" || !strings.HasPrefix(e.Error.Message, tc.message) ||
+			!strings.HasSuffix(e.Error.Message, "https://go.microsoft.com/fwlink/?linkid=2197993.") || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %s", tc.path, body)
+		}
+	}
+	if st := s.Stats()["chat"]; st.BadRequest != 3 || st.Served != 0 || st.Requests != 3 {
+		t.Errorf("refusals are counted as bad requests: %+v", st)
 	}
 }
 

@@ -4,10 +4,15 @@
 // direct, throughput, added time to first token, and each proxy's peak RSS and CPU per request.
 // It writes a CSV and a PNG chart.
 //
-//	tests/bench/run              # installs nginx and Portkey if missing, then: go run ./tests/bench
+//	tests/bench/run              # installs nginx and Portkey if missing, then builds and runs this
 //	tests/bench/run -quick       # a smoke run: 1 s per point, 1 round
 //	tests/bench/run -publish     # also copies the chart and CSV to tests/bench/chart.png, results.csv
-//	go run ./tests/bench -redraw tests/bench/results.csv -rounds 3   # the chart again, from the CSV
+//	tests/bench/run -redraw tests/bench/results.csv -rounds 3   # the chart again, from the CSV
+//
+// It is a Go module of its own (tests/bench/go.mod) so that its chart library (gonum.org/v1/plot
+// and its fonts, LaTeX and PDF packages) never enters the handler's module; `go run .` in this
+// directory runs it too. It imports nothing of the repository's module: it builds the handler and
+// the simulator there with `go build`.
 package main
 
 import (
@@ -222,9 +227,10 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	for _, b := range []struct{ out, pkg string }{{"handler", "./handler"}, {"aoaisim", "./tests/aoaisim/cmd/aoaisim"}, {"goproxy", "./tests/bench/goproxy"}} {
+	// The handler and the simulator are built in the repository's module, goproxy in this one.
+	for _, b := range []struct{ out, dir, pkg string }{{"handler", repoRoot(), "./handler"}, {"aoaisim", repoRoot(), "./tests/aoaisim/cmd/aoaisim"}, {"goproxy", benchDir(), "./goproxy"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
-		cmd.Dir, cmd.Stdout, cmd.Stderr = repoRoot(), os.Stderr, os.Stderr
+		cmd.Dir, cmd.Stdout, cmd.Stderr = b.dir, os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("build %s: %w", b.pkg, err)
 		}

@@ -1,9 +1,12 @@
 // Command demo shows the gateway at work on embedded defaults: three simulated Azure OpenAI
 // regions (a small 1,000-TPM primary, a 40,000-TPM secondary and a region that is down),
 // in-memory state, and a burst of traffic whose routing it draws live in the terminal. It then
-// leaves the gateway running for curl until Ctrl-C.
+// leaves the gateway running for curl until Ctrl-C, which prints the summary and exits 0.
 //
-//	go run ./tests/demo
+// It is a program, not a test (demo_test.go runs it). The gateway listens on 127.0.0.1 only,
+// with anonymous callers, unless -listen says otherwise; its log goes to a new file per run.
+//
+//	go run ./tests/demo [-listen 127.0.0.1:8080] [-requests 80] [-concurrency 4] [-exit]
 package main
 
 import (
@@ -17,11 +20,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,20 +50,85 @@ var regions = []regionSpec{
 func ms(n int) aoaisim.Duration { return aoaisim.Duration(time.Duration(n) * time.Millisecond) }
 
 func main() {
-	port := flag.Int("port", 8080, "port for the gateway (a free one is chosen if it is taken)")
+	listen := flag.String("listen", "127.0.0.1:8080", "where the gateway listens: 127.0.0.1:PORT (this machine only), or :PORT for every interface (anyone who reaches the machine can call it: callers are anonymous); a free port is chosen if PORT is taken, or 0")
+	port := flag.Int("port", 8080, "the port of -listen, when given (0: any free port)")
 	requests := flag.Int("requests", 80, "requests in the burst")
 	concurrency := flag.Int("concurrency", 4, "requests in flight at once")
 	exit := flag.Bool("exit", false, "stop after the burst instead of leaving the gateway running")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./tests/demo [flags]\n\nThe gateway in front of three simulated Azure OpenAI regions, a burst of traffic drawn live, then the gateway left running for curl until Ctrl-C.\n\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
-	if err := run(*port, *requests, *concurrency, !*exit); err != nil {
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "demo: unexpected argument %q\n", flag.Arg(0))
+		flag.Usage()
+		os.Exit(2)
+	}
+	portSet := false
+	flag.Visit(func(f *flag.Flag) { portSet = portSet || f.Name == "port" })
+	if !portSet {
+		*port = -1 // -listen's own
+	}
+	l, err := parseListen(*listen, *port)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(2)
+	}
+	if err := run(l, *requests, *concurrency, !*exit); errors.Is(err, errInterrupted) {
+		fmt.Println("\nCtrl-C: stopped before the gateway was up.")
+	} else if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(port, requests, concurrency int, keepRunning bool) error {
+// listenSpec is where the gateway is to listen. The handler listens on 127.0.0.1 when started as
+// the Functions host starts it (FUNCTIONS_CUSTOMHANDLER_PORT) and on every interface with PORT;
+// nothing else, so those are the two choices.
+type listenSpec struct {
+	all  bool // every interface, else 127.0.0.1
+	port int  // 0: any free port
+}
+
+func parseListen(addr string, port int) (listenSpec, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return listenSpec{}, fmt.Errorf("-listen %q: want 127.0.0.1:PORT or :PORT", addr)
+	}
+	var l listenSpec
+	switch host {
+	case "127.0.0.1", "localhost":
+	case "", "0.0.0.0", "::":
+		l.all = true
+	default:
+		if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() && ip.Is4() {
+			break
+		}
+		return listenSpec{}, fmt.Errorf("-listen %q: the gateway listens either on 127.0.0.1 (127.0.0.1:PORT) or on every interface (:PORT), not on %s alone", addr, host)
+	}
+	if l.port, err = strconv.Atoi(p); err != nil || l.port < 0 || l.port > 65535 {
+		return listenSpec{}, fmt.Errorf("-listen %q: %q is not a port", addr, p)
+	}
+	if port >= 0 {
+		if port > 65535 {
+			return listenSpec{}, fmt.Errorf("-port %d is not a port", port)
+		}
+		l.port = port
+	}
+	return l, nil
+}
+
+// errInterrupted: Ctrl-C (or SIGTERM) came before there was anything to show.
+var errInterrupted = errors.New("interrupted")
+
+func run(l listenSpec, requests, concurrency int, keepRunning bool) error {
+	// Ctrl-C interrupts the terminal's foreground process group: this program takes it for
+	// itself (see ownForeground), and starts the gateway in a group of its own, so that Ctrl-C
+	// reaches only this program, which prints the summary, stops the gateway and exits 0.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer ownForeground()()
 
 	// The simulated regions, each its own Azure OpenAI account with its own key.
 	env := map[string]string{}
@@ -84,100 +154,173 @@ func run(port, requests, concurrency int, keepRunning bool) error {
 		"clients":     map[string]any{"anonymous": true},
 	})
 	env["GATEWAY_CONFIG"] = string(doc)
-	env["PORT"] = fmt.Sprint(freePortOr(port))
+	port := fmt.Sprint(freePortOr(l))
+	if l.all {
+		env["PORT"] = port
+	} else {
+		env["FUNCTIONS_CUSTOMHANDLER_PORT"] = port // the handler then listens on 127.0.0.1 only
+	}
 
 	// The gateway itself: the real binary, started as a container or the Functions host would
-	// start it, logging to a file so that the terminal stays readable.
-	base, stopGateway, err := startGateway(env)
+	// start it, logging to a file of this run's own so that the terminal stays readable.
+	logFile, err := os.CreateTemp("", "aoai-gateway-demo-*.log")
 	if err != nil {
 		return err
 	}
-	defer stopGateway()
+	g, err := startGateway(ctx, env, logFile)
+	if err != nil {
+		if fi, e := os.Stat(logFile.Name()); e == nil && fi.Size() == 0 {
+			os.Remove(logFile.Name()) // nothing was logged: not worth keeping
+		}
+		return err
+	}
+	defer g.stop()
 
-	d := newDashboard(base, sims, isTerminal())
-	fmt.Printf("Azure OpenAI failover gateway demo: gateway on %s, logs in %s\n", base, logPath())
-	fmt.Printf("Logical deployment \"chat\" = swc/micro (priority 1, 1,000 TPM), then, at priority 2 with equal weights,\n")
-	fmt.Printf("frc/gpt-4o-mini (40,000 TPM) and uks/gpt-4o-mini (region down). %d requests, %d at a time.\n\n", requests, concurrency)
+	// Said from the address the gateway itself reported.
+	where := fmt.Sprintf("listening on %s, every interface: anyone who can reach this machine can call it", g.addr)
+	if ap, err := netip.ParseAddrPort(g.addr); err == nil && ap.Addr().IsLoopback() {
+		where = fmt.Sprintf("listening on %s, this machine only", g.addr)
+	}
+	fmt.Printf("Azure OpenAI failover gateway demo: the gateway is %s (anonymous callers).\n", where)
+	fmt.Printf("Its log: %s\n", logFile.Name())
+	fmt.Printf("Logical deployment \"chat\" = swc/micro (priority 1, 1,000 TPM, so 6 requests a minute), then, at priority 2\n")
+	fmt.Printf("with equal weights, frc/gpt-4o-mini (40,000 TPM) and uks/gpt-4o-mini (region down). %d requests, %d at a time.\n\n", requests, concurrency)
 
+	d := newDashboard(g.base, sims, isTerminal())
 	burstCtx, endBurst := context.WithCancel(ctx)
 	drawDone := make(chan struct{})
 	go func() { d.loop(burstCtx); close(drawDone) }()
 	d.burst(burstCtx, requests, concurrency)
 	endBurst()
 	<-drawDone
+	d.mu.Lock()
+	d.end = time.Now()
+	d.mu.Unlock()
+	interrupted := ctx.Err() != nil
+	if interrupted {
+		fmt.Printf("\nCtrl-C: the burst stopped after %d of %d requests.\n", d.sentCount(), requests)
+	}
 	d.summary()
 
-	if d.errs > 0 {
-		return fmt.Errorf("%d requests did not get a complete answer", d.errs)
-	}
-	if keepRunning && ctx.Err() == nil {
-		fmt.Printf("\nThe gateway keeps running on %s. Try it:\n\n", base)
+	if keepRunning && !interrupted && d.errs == 0 {
+		fmt.Printf("\nThe gateway keeps running on %s. Try it:\n\n", g.base)
 		fmt.Printf("  curl -si '%s/openai/deployments/chat/chat/completions?api-version=2024-10-21' \\\n"+
 			"    -H 'content-type: application/json' \\\n"+
-			"    -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}],\"max_tokens\":30}'\n\n", base)
-		fmt.Printf("  curl -s %s/status        # every target's state\n\nCtrl-C to stop.\n", base)
-		<-ctx.Done()
+			"    -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}],\"max_tokens\":30}'\n\n", g.base)
+		fmt.Printf("  curl -s %s/status        # every target's state (a browser gets a page)\n\nCtrl-C to stop.\n", g.base)
+		select {
+		case <-ctx.Done():
+			fmt.Printf("\nCtrl-C: stopping the gateway.\n")
+			d.summary()
+		case err := <-g.exited:
+			return fmt.Errorf("the gateway exited (%v); its log: %s", err, logFile.Name())
+		}
+	}
+	g.stop()
+	fmt.Printf("The gateway's log: %s\n", logFile.Name())
+	if d.errs > 0 {
+		return fmt.Errorf("%d requests did not get a complete answer", d.errs)
 	}
 	return nil
 }
 
-func logPath() string { return filepath.Join(os.TempDir(), "aoai-gateway-demo.log") }
+// gatewayProc is the running handler.
+type gatewayProc struct {
+	base, addr string // base URL to call it on; the address it reported listening on
+	exited     chan error
+	stop       func()
+}
 
-// startGateway builds ./handler and runs it with env, waiting for GET / to answer.
-func startGateway(env map[string]string) (base string, stop func(), err error) {
+// startGateway builds ./handler and runs it with env, logging to logFile, until it says where it
+// listens and answers GET /.
+func startGateway(ctx context.Context, env map[string]string, logFile *os.File) (*gatewayProc, error) {
 	dir, err := os.MkdirTemp("", "aoai-gateway-demo-")
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
 	bin := filepath.Join(dir, "handler")
-	build := exec.Command("go", "build", "-o", bin, "./handler")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./handler")
 	build.Dir = repoRoot()
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	ownGroup(build) // Ctrl-C is this program's to handle
 	fmt.Println("Building the gateway (go build ./handler)...")
 	if err := build.Run(); err != nil {
-		return "", nil, fmt.Errorf("build the gateway: %w", err)
-	}
-	logFile, err := os.Create(logPath())
-	if err != nil {
-		return "", nil, err
+		os.RemoveAll(dir)
+		if ctx.Err() != nil {
+			return nil, errInterrupted
+		}
+		return nil, fmt.Errorf("build the gateway: %w", err)
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = os.Environ()
+	for _, kv := range os.Environ() {
+		// The listen address is the demo's to set, whatever this shell has.
+		if !strings.HasPrefix(kv, "PORT=") && !strings.HasPrefix(kv, "FUNCTIONS_CUSTOMHANDLER_PORT=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	ownGroup(cmd)
 	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start the gateway: %w", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop = func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(25 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-		logFile.Close()
 		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start the gateway: %w", err)
 	}
-	base = "http://127.0.0.1:" + env["PORT"]
+	g := &gatewayProc{exited: make(chan error, 1)}
+	go func() { g.exited <- cmd.Wait() }()
+	var once sync.Once
+	g.stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-g.exited:
+			case <-time.After(25 * time.Second):
+				_ = cmd.Process.Kill()
+			}
+			logFile.Close()
+			os.RemoveAll(dir)
+		})
+	}
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		select {
-		case err := <-exited:
+		case err := <-g.exited:
 			logFile.Close()
-			b, _ := os.ReadFile(logPath())
-			return "", nil, fmt.Errorf("the gateway exited (%v):\n%s", err, b)
+			os.RemoveAll(dir)
+			b, _ := os.ReadFile(logFile.Name())
+			return nil, fmt.Errorf("the gateway exited (%v):\n%s", err, b)
+		case <-ctx.Done():
+			g.stop()
+			return nil, errInterrupted
 		default:
 		}
-		if resp, err := http.Get(base + "/"); err == nil {
+		if g.addr == "" {
+			if g.addr = listeningOn(logFile.Name()); g.addr == "" {
+				continue
+			}
+			_, port, _ := net.SplitHostPort(g.addr)
+			g.base = "http://127.0.0.1:" + port
+		}
+		if resp, err := http.Get(g.base + "/"); err == nil {
 			resp.Body.Close()
-			return base, stop, nil
+			return g, nil
 		}
 	}
-	stop()
-	return "", nil, errors.New("the gateway did not become ready within 15s")
+	g.stop()
+	return nil, errors.New("the gateway did not become ready within 15s")
+}
+
+// listeningOn is the address the gateway's log says it listens on, "" until it has said so.
+// The demo calls it on 127.0.0.1 in either case.
+func listeningOn(logPath string) string {
+	b, _ := os.ReadFile(logPath)
+	for _, line := range strings.Split(string(b), "\n") {
+		var e struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(line), &e) == nil && e.Msg == "gateway listening" && e.Addr != "" {
+			return e.Addr
+		}
+	}
+	return ""
 }
 
 func repoRoot() string {
@@ -193,16 +336,21 @@ func repoRoot() string {
 	}
 }
 
-func freePortOr(port int) int {
-	if port > 0 {
-		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+// freePortOr returns l's port if it is free (on the interfaces l names), else a free one.
+func freePortOr(l listenSpec) int {
+	host := "127.0.0.1"
+	if l.all {
+		host = ""
+	}
+	if l.port > 0 {
+		if ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(l.port))); err == nil {
 			ln.Close()
-			return port
+			return l.port
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
-		return port
+		return l.port
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
@@ -224,7 +372,9 @@ type dashboard struct {
 	mu        sync.Mutex
 	sent, ok  int
 	errs      int
-	failovers int
+	cancelled int // in flight when Ctrl-C stopped the burst
+	failovers int // complete answers that took more than one attempt
+	end       time.Time
 	served    map[string]int
 	latencies []time.Duration
 	events    []string // recent requests
@@ -232,16 +382,26 @@ type dashboard struct {
 	lastState map[string]string
 	seen429   map[string]int
 	status    map[string]targetStatus
+	lastPoll  time.Time
 	lines     int
 }
 
+// targetStatus is what the demo reads of a target in the gateway's GET /status.
 type targetStatus struct {
-	Target         string     `json:"target"`
-	State          string     `json:"state"`
-	ThrottledUntil *time.Time `json:"throttledUntil"`
-	FailingUntil   *time.Time `json:"failingUntil"`
-	LastStatus     int        `json:"lastStatus"`
-	Remaining      *int64     `json:"remainingTokens"`
+	Target             string     `json:"target"`
+	State              string     `json:"state"` // available, deprioritised, throttled, failing, probing
+	ThrottledUntil     *time.Time `json:"throttledUntil"`
+	FailingUntil       *time.Time `json:"failingUntil"`
+	DeprioritisedUntil *time.Time `json:"deprioritisedUntil"`
+	LastStatus         int        `json:"lastStatus"`
+	Remaining          *int64     `json:"remainingTokens"`
+	RemainingRequests  *int64     `json:"remainingRequests"`
+}
+
+func (d *dashboard) sentCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sent
 }
 
 func newDashboard(base string, sims map[string]*aoaisim.Simulator, tty bool) *dashboard {
@@ -321,17 +481,24 @@ func (d *dashboard) one(ctx context.Context, i int) {
 	d.mu.Unlock()
 	start := time.Now()
 	resp, err := d.client.Do(req)
-	if err != nil {
-		if !errors.Is(err, context.Canceled) {
-			d.mu.Lock()
-			d.errs++
-			d.mu.Unlock()
-			d.event(false, "#%-3d error: %v", i, err)
-		}
+	var text []byte
+	if err == nil {
+		text, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if ctx.Err() != nil { // Ctrl-C: this request was cut short by the demo, not the gateway
+		d.mu.Lock()
+		d.cancelled++
+		d.mu.Unlock()
 		return
 	}
-	text, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	if resp == nil {
+		d.mu.Lock()
+		d.errs++
+		d.mu.Unlock()
+		d.event(false, "#%-3d error: %v", i, err)
+		return
+	}
 	elapsed := time.Since(start)
 	by, attempts := resp.Header.Get("x-served-by"), resp.Header.Get("x-gateway-attempts")
 	complete := resp.StatusCode == 200 && (!stream || bytes.HasSuffix(text, []byte("data: [DONE]\n\n")))
@@ -344,11 +511,11 @@ func (d *dashboard) one(ctx context.Context, i int) {
 		d.ok++
 		d.served[by]++
 		d.latencies = append(d.latencies, elapsed)
+		if attempts != "1" {
+			d.failovers++
+		}
 	} else {
 		d.errs++
-	}
-	if attempts != "1" {
-		d.failovers++
 	}
 	d.mu.Unlock()
 	switch {
@@ -387,6 +554,13 @@ func (d *dashboard) loop(ctx context.Context) {
 }
 
 func (d *dashboard) poll() {
+	// 429s are counted at the simulated regions themselves, so that a throttle shorter than the
+	// poll's interval is shown too. They are read before /status, so that a 429 counted here has
+	// reached the gateway's state by the time /status is read.
+	throttled := map[string]int{}
+	for _, r := range regions {
+		throttled[r.account+"/"+r.deployment] = d.sims[r.account].Stats()[r.deployment].Throttled
+	}
 	resp, err := d.client.Get(d.base + "/status")
 	if err != nil {
 		return
@@ -401,21 +575,23 @@ func (d *dashboard) poll() {
 		return
 	}
 	now := time.Now()
+	d.mu.Lock()
+	since := now.Sub(d.lastPoll)
+	d.lastPoll = now
+	d.mu.Unlock()
 	for _, e := range st.Deployments["chat"] {
 		s := e.State
-		// 429s are counted at the simulated region itself, so even a throttle shorter than this
-		// poll's interval is shown.
-		account, dep, _ := strings.Cut(s.Target, "/")
-		throttled := d.sims[account].Stats()[dep].Throttled
 		d.mu.Lock()
 		prev := d.lastState[s.Target]
-		new429 := throttled > d.seen429[s.Target]
-		d.seen429[s.Target] = throttled
+		new429 := throttled[s.Target] > d.seen429[s.Target]
+		d.seen429[s.Target] = throttled[s.Target]
 		d.lastState[s.Target] = s.State
 		d.status[s.Target] = s
 		d.mu.Unlock()
 		if new429 && s.State != "throttled" {
-			d.event(true, "%s throttled (429): skipped until its quota window moved on (already over)", s.Target)
+			// The 429's wait ended between two looks at /status.
+			d.event(true, "%s throttled (429) briefly: skipped for less than %s, until its quota window turned", s.Target,
+				(since + 50*time.Millisecond).Round(100*time.Millisecond))
 		}
 		if prev == s.State || (prev == "" && s.State == "available") {
 			continue
@@ -427,10 +603,27 @@ func (d *dashboard) poll() {
 			d.event(true, "%s failing (HTTP %d): circuit open, skipped for %s", s.Target, s.LastStatus, until(s.FailingUntil, now))
 		case "probing":
 			d.event(true, "%s cool-down over: the next request probes it", s.Target)
+		case "deprioritised":
+			d.event(true, "%s deprioritised: %s, so requests try it after the others for %s", s.Target, budget(s), until(s.DeprioritisedUntil, now))
 		case "available":
-			d.event(true, "%s available again", s.Target)
+			if prev == "deprioritised" {
+				d.event(true, "%s available again: its budget's window has passed", s.Target)
+			} else {
+				d.event(true, "%s available again", s.Target)
+			}
 		}
 	}
+}
+
+// budget says what a deprioritised target's last answer reported.
+func budget(s targetStatus) string {
+	if s.RemainingRequests != nil && *s.RemainingRequests == 0 {
+		return "its last answer said no requests are left in this 10 s window"
+	}
+	if s.Remaining != nil {
+		return fmt.Sprintf("its last answer said only %d tokens are left this minute", *s.Remaining)
+	}
+	return "its last answer reported a low remaining budget"
 }
 
 func until(t *time.Time, now time.Time) string {
@@ -446,7 +639,7 @@ func (d *dashboard) table() string {
 	now := time.Now()
 	var b strings.Builder
 	fmt.Fprintf(&b, "t=%5.1fs  sent %d  answered %d  errors %d  failed over %d\n", now.Sub(d.start).Seconds(), d.sent, d.ok, d.errs, d.failovers)
-	fmt.Fprintf(&b, "  %-17s %-15s %-4s %-17s %7s %6s %6s %9s\n", "target", "region", "prio", "state", "served", "429s", "5xx", "tokens")
+	fmt.Fprintf(&b, "  %-17s %-15s %-4s %-19s %8s %5s %5s %11s %9s\n", "target", "region", "prio", "state", "served", "429s", "5xx", "tokens left", "reqs left")
 	for _, r := range regions {
 		id := r.account + "/" + r.deployment
 		s := d.status[id]
@@ -456,20 +649,25 @@ func (d *dashboard) table() string {
 			state = "throttled " + until(s.ThrottledUntil, now)
 		case "failing":
 			state = "failing " + until(s.FailingUntil, now)
+		case "deprioritised":
+			state = "deprioritised " + until(s.DeprioritisedUntil, now)
 		case "":
 			state = "available"
 		}
 		stats := d.sims[r.account].Stats()[r.deployment]
-		tokens := "-"
+		tokens, reqs := "-", "-"
 		if s.Remaining != nil {
 			tokens = fmt.Sprint(*s.Remaining)
+		}
+		if s.RemainingRequests != nil {
+			reqs = fmt.Sprint(*s.RemainingRequests)
 		}
 		share := ""
 		if d.ok > 0 {
 			share = fmt.Sprintf(" %3.0f%%", 100*float64(d.served[id])/float64(d.ok))
 		}
-		fmt.Fprintf(&b, "  %-17s %-15s %-4d %-17s %7s %6d %6d %9s\n", id, r.name, r.priority, state,
-			fmt.Sprint(d.served[id])+share, stats.Throttled, stats.Faulted, tokens)
+		fmt.Fprintf(&b, "  %-17s %-15s %-4d %-19s %8s %5d %5d %11s %9s\n", id, r.name, r.priority, state,
+			fmt.Sprint(d.served[id])+share, stats.Throttled, stats.Faulted, tokens, reqs)
 	}
 	return b.String()
 }
@@ -509,8 +707,15 @@ func (d *dashboard) summary() {
 	if len(lat) > 0 {
 		p50 = lat[len(lat)/2]
 	}
-	fmt.Printf("\nSummary: %d requests, %d complete answers, %d errors, in %.1fs (p50 %d ms).\n",
-		d.sent, d.ok, d.errs, time.Since(d.start).Seconds(), p50.Milliseconds())
+	if d.end.IsZero() {
+		d.end = time.Now()
+	}
+	cut := ""
+	if d.cancelled > 0 {
+		cut = fmt.Sprintf(" (%d more were cut short by Ctrl-C)", d.cancelled)
+	}
+	fmt.Printf("\nSummary: %d requests, %d complete answers, %d errors%s, in %.1fs (p50 %d ms).\n",
+		d.sent-d.cancelled, d.ok, d.errs, cut, d.end.Sub(d.start).Seconds(), p50.Milliseconds())
 	fmt.Printf("%d requests needed more than one attempt; their callers still got a complete answer.\n", d.failovers)
 	for _, r := range regions {
 		id := r.account + "/" + r.deployment
@@ -519,5 +724,7 @@ func (d *dashboard) summary() {
 			id, d.served[id], st.Throttled, st.Faulted, st.Requests)
 	}
 	fmt.Println("A throttled or failing target is marked once and then skipped by every request until it frees up,")
-	fmt.Println("so the primary's 429s and the failing region's 503s stay few however much traffic flows.")
+	fmt.Println("so the primary's 429s and the failing region's 503s stay few however much traffic flows; a target")
+	fmt.Println("whose last answer said its budget is spent (the primary: 1 request per 10 s) is deprioritised, tried")
+	fmt.Println("after the others, until that budget's window has passed.")
 }

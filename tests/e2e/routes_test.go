@@ -15,9 +15,9 @@ import (
 )
 
 func TestURLFamilies(t *testing.T) {
-	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "gpt-4o-mini"}, "emb": {Model: "text-embedding-3-small"}})
+	swc := startRegion(t, "swc", map[string]aoaisim.Deployment{"micro": {Model: "gpt-4o-mini"}, "emb": {Model: "text-embedding-3-small"}, "inst": {Model: "gpt-35-turbo-instruct"}})
 	regions := map[string]*region{"swc": swc}
-	doc := newRouting().account("swc", swc).target("chat", "swc", "micro", 1).target("embed", "swc", "emb", 1)
+	doc := newRouting().account("swc", swc).target("chat", "swc", "micro", 1).target("embed", "swc", "emb", 1).target("instruct", "swc", "inst", 1)
 	gw := startGateway(t, doc.env(regions), doc.secrets(regions)...)
 
 	for _, tc := range []struct {
@@ -26,7 +26,7 @@ func TestURLFamilies(t *testing.T) {
 	}{
 		{"/openai/v1/chat/completions", `{"model":"chat","messages":[{"role":"user","content":"hi"}],"max_tokens":5}`, "/openai/v1/chat/completions", "micro", false},
 		{"/openai/v1/chat/completions", `{"model":"chat","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"stream":true}`, "/openai/v1/chat/completions", "micro", true},
-		{"/openai/v1/completions", `{"model":"chat","prompt":"hi","max_tokens":5}`, "/openai/v1/completions", "micro", false},
+		{"/openai/v1/completions", `{"model":"instruct","prompt":"hi","max_tokens":5}`, "/openai/v1/completions", "inst", false},
 		{"/openai/v1/embeddings", `{"model":"embed","input":"hello"}`, "/openai/v1/embeddings", "emb", false},
 		{"/openai/v1/responses", `{"model":"chat","input":"hi","max_output_tokens":5}`, "/openai/v1/responses", "micro", false},
 		{"/openai/v1/responses", `{"model":"chat","input":"hi","max_output_tokens":5,"stream":true}`, "/openai/v1/responses", "micro", true},
@@ -61,6 +61,21 @@ func TestURLFamilies(t *testing.T) {
 			}
 		})
 	}
+	// An operation the deployment's model does not serve is the caller's mistake: Azure's 400
+	// comes back unchanged, from the one target tried.
+	t.Run("embeddings on a chat deployment", func(t *testing.T) {
+		resp, err := http.Post(gw.URL+"/openai/v1/embeddings", "application/json", strings.NewReader(`{"model":"chat","input":"hello"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(b), `"code":"OperationNotSupported"`) ||
+			!strings.Contains(string(b), "The embeddings operation does not work with the specified model, gpt-4o-mini.") ||
+			resp.Header.Get("x-served-by") != "swc/micro" || resp.Header.Get("x-gateway-attempts") != "1" {
+			t.Errorf("%d %v %s", resp.StatusCode, resp.Header, b)
+		}
+	})
 }
 
 // TestHostileInput sends requests that must be refused cleanly (raw, so that no client cleans

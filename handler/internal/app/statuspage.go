@@ -20,7 +20,8 @@ type pageTarget struct {
 	Priority, Weight int
 	Region           string
 	Share            float64 // of this deployment's answers
-	Until            int64   // unix ms the throttle or circuit ends, 0 if none
+	Until            int64   // unix ms the throttle, circuit or low budget ends, 0 if none
+	Note             string  // what the state means for routing, when it is not plain
 }
 
 type pageDeployment struct {
@@ -51,6 +52,8 @@ th,td{padding:8px 10px;border-bottom:1px solid #eaeef2;text-align:left}th{backgr
 .state{font-weight:600;padding:2px 8px;border-radius:10px;white-space:nowrap}
 .available{background:#dafbe1;color:#116329}.throttled{background:#fff8c5;color:#7d4e00}
 .failing{background:#ffebe9;color:#a40e26}.probing{background:#ddf4ff;color:#0550ae}
+.deprioritised{background:#fbefff;color:#6e40c9}.note{color:#57606a;font-size:12px;margin-top:2px}
+.legend{color:#57606a;margin-top:16px;font-size:12px}
 .bar{background:#eaeef2;height:8px;border-radius:4px;min-width:80px}.bar i{display:block;height:8px;border-radius:4px;background:#0969da}
 .store-ok{color:#116329}.store-bad{color:#a40e26}
 </style></head><body>
@@ -62,13 +65,17 @@ state store <b id="store" class="{{if .Store.Healthy}}store-ok{{else}}store-bad{
 <table data-deployment="{{.Name}}"><tr><th>target</th><th>region</th><th>priority</th><th>state</th><th>remaining tokens</th><th>remaining requests</th><th>latency</th><th>traffic share</th><th>last</th></tr>
 {{range .Targets}}<tr data-target="{{.Target}}">
 <td>{{.Target}}</td><td>{{.Region}}</td><td>{{.Priority}}{{if gt .Weight 1}} (weight {{.Weight}}){{end}}</td>
-<td><span class="state {{.State}}" {{if .Until}}data-until="{{.Until}}"{{end}}>{{.State}}</span></td>
+<td><span class="state {{.State}}" {{if .Until}}data-until="{{.Until}}"{{end}}>{{.State}}</span>{{with .Note}}<div class="note">{{.}}</div>{{end}}</td>
 <td>{{with .RemainingTokens}}{{.}}{{else}}–{{end}}</td><td>{{with .RemainingRequests}}{{.}}{{else}}–{{end}}</td>
 <td>{{if .LatencyMs}}{{printf "%.0f" .LatencyMs}} ms{{else}}–{{end}}</td>
 <td><div class="bar" title="{{pct .Share}}"><i style="width:{{pct .Share}}"></i></div> {{pct .Share}} ({{.Served}})</td>
 <td>{{if .LastStatus}}{{.LastStatus}} {{.LastReason}}{{end}}</td></tr>
 {{end}}</table>
 {{end}}
+<p class="legend">available: tried in preference order · deprioritised: its last reported remaining tokens or
+requests are too low for a typical request, so it is tried after the targets with room · throttled: it answered
+429, every request skips it until its wait passes · failing: its circuit is open (or it answered 401, 403 or
+404), every request skips it · probing: its cool-down is over, one request at a time tries it</p>
 <script>
 function tick(){document.querySelectorAll("[data-until]").forEach(function(e){
  var s=Math.max(0,(+e.dataset.until-Date.now())/1000);e.textContent=e.className.split(" ")[1]+" for "+s.toFixed(1)+" s";});}
@@ -78,10 +85,7 @@ tick();setInterval(tick,200);setTimeout(function(){location.reload()},5000);
 `))
 
 func (g *gateway) statusHTML(w http.ResponseWriter, now time.Time) {
-	byID := map[string]state.TargetStatus{}
-	for _, s := range g.view.Snapshot(now) {
-		byID[s.Target] = s
-	}
+	byID := g.snapshot(now)
 	data := pageData{Instance: g.instance, Uptime: now.Sub(g.started).Round(time.Second).String(), Now: now.UTC(), Store: g.view.Health(), StoreKind: g.store}
 	for _, name := range g.planner.Names() {
 		d := pageDeployment{Name: name}
@@ -96,6 +100,12 @@ func (g *gateway) statusHTML(w http.ResponseWriter, now time.Time) {
 					pt.Until = st.ThrottledUntil.UnixMilli()
 				case st.FailingUntil != nil:
 					pt.Until = st.FailingUntil.UnixMilli()
+				case st.DeprioritisedUntil != nil:
+					pt.Until = st.DeprioritisedUntil.UnixMilli()
+				}
+				if st.State == state.StateDeprioritised {
+					// The remaining tokens and requests columns say which budget ran low.
+					pt.Note = "low remaining budget: tried after the others"
 				}
 				d.Targets = append(d.Targets, pt)
 			}

@@ -418,12 +418,38 @@ func (v *View) Health() StoreHealth {
 	return v.health
 }
 
+// The states /status shows, machine-readable; the first that holds wins.
+const (
+	// StateThrottled: a 429's wait has not passed; every request skips the target.
+	StateThrottled = "throttled"
+	// StateFailing: its circuit is open (or it answered 401/403/404); every request skips it.
+	StateFailing = "failing"
+	// StateProbing: the circuit's cool-down has passed; one request at a time tries it.
+	StateProbing = "probing"
+	// StateDeprioritised: its last reported budget cannot absorb a typical request (see
+	// TypicalRequestTokens), so requests try it after the targets with room (Room, the planner's
+	// throttle.routeByRemaining); it is still tried, last, when they fail.
+	StateDeprioritised = "deprioritised"
+	// StateAvailable: requests try it in its preference order.
+	StateAvailable = "available"
+)
+
+// TypicalRequestTokens is the estimated cost (prompt and requested output tokens, as the planner
+// counts it) of the request that /status judges a target's remaining budget by: a short chat
+// call. A target reported to have fewer tokens left than that within the token window, or no
+// requests left within the request window, is shown deprioritised; routing compares each
+// request's own estimate, so a larger request may be passed over sooner.
+const TypicalRequestTokens = 100
+
 // TargetStatus is one target as /status shows it.
 type TargetStatus struct {
-	Target              string     `json:"target"`
-	State               string     `json:"state"` // available, throttled, failing, probing
-	ThrottledUntil      *time.Time `json:"throttledUntil,omitempty"`
-	FailingUntil        *time.Time `json:"failingUntil,omitempty"`
+	Target string `json:"target"`
+	// State is one of available, deprioritised, throttled, failing, probing.
+	State          string     `json:"state"`
+	ThrottledUntil *time.Time `json:"throttledUntil,omitempty"`
+	FailingUntil   *time.Time `json:"failingUntil,omitempty"`
+	// DeprioritisedUntil is when the reported budget that deprioritises it stops counting.
+	DeprioritisedUntil  *time.Time `json:"deprioritisedUntil,omitempty"`
 	LastStatus          int        `json:"lastStatus,omitempty"`
 	LastReason          string     `json:"lastReason,omitempty"`
 	LastChange          *time.Time `json:"lastChange,omitempty"`
@@ -440,15 +466,19 @@ func (v *View) Snapshot(now time.Time) []TargetStatus {
 	out := make([]TargetStatus, 0, len(v.targets))
 	for id, t := range v.targets {
 		t.mu.Lock()
-		s := TargetStatus{Target: id, State: "available", LastStatus: t.lastStatus, LastReason: t.lastReason, ConsecutiveFailures: t.failures,
+		s := TargetStatus{Target: id, State: StateAvailable, LastStatus: t.lastStatus, LastReason: t.lastReason, ConsecutiveFailures: t.failures,
 			Served: t.served, LatencyMs: float64(t.latency.Microseconds()) / 1000}
+		short := t.shortUntil(now, TypicalRequestTokens)
 		switch {
 		case now.Before(t.throttledUntil):
-			s.State = "throttled"
+			s.State = StateThrottled
 		case now.Before(t.failingUntil):
-			s.State = "failing"
+			s.State = StateFailing
 		case t.halfOpen(now):
-			s.State = "probing"
+			s.State = StateProbing
+		case !short.IsZero():
+			s.State = StateDeprioritised
+			s.DeprioritisedUntil = timePtr(short)
 		}
 		if now.Before(t.throttledUntil) {
 			s.ThrottledUntil = timePtr(t.throttledUntil)
@@ -473,6 +503,23 @@ func (v *View) Snapshot(now time.Time) []TargetStatus {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
 	return out
+}
+
+// shortUntil is, when the target's last reported budget cannot absorb cost tokens by the same
+// rule as Room, the time that report stops counting; zero when it can. t.mu is held.
+func (t *target) shortUntil(now time.Time, cost int64) time.Time {
+	age := now.Sub(t.quotaAt)
+	if t.quotaAt.IsZero() || age < 0 {
+		return time.Time{}
+	}
+	var until time.Time
+	if t.quota.Requests == 0 && age < requestWindow {
+		until = t.quotaAt.Add(requestWindow)
+	}
+	if t.quota.Tokens >= 0 && t.quota.Tokens < cost && age < tokenWindow {
+		until = t.quotaAt.Add(tokenWindow)
+	}
+	return until
 }
 
 func timePtr(t time.Time) *time.Time { u := t.UTC(); return &u }
