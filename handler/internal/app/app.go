@@ -45,6 +45,7 @@ func Run(ctx context.Context, env Env) error {
 	stdout := telemetry.NewBufferedWriter(env.Stdout, 64<<10, 100*time.Millisecond)
 	defer stdout.Close()
 	log := telemetry.NewLogger(stdout, env.Stderr, slog.LevelInfo)
+	telemetry.CaptureStdLog(log)
 	out := telemetry.Output{Out: stdout, Err: env.Stderr}
 	p, err := prepare(ctx, env.Getenv, log)
 	if err != nil {
@@ -89,9 +90,11 @@ type gateway struct {
 	log      *slog.Logger
 	planner  *route.Planner
 	view     *state.View
+	owners   *state.Owners
 	proxy    *proxy.Gateway
 	front    auth.FrontDoor
 	callers  auth.Callers
+	cors     *cors
 	instance string
 	started  time.Time
 	store    string
@@ -320,8 +323,17 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 		MaxAhead: max(r.Throttle.MaxRetryAfter.D(), r.Circuit.Cooldown.D(), r.Circuit.Misconfigured.D()) + clockSkew,
 		Logger:   log,
 	})
+	var ownerStore state.OwnerStore
+	if os, ok := store.Store.(state.OwnerStore); ok && store.shared {
+		ownerStore = os
+	}
+	owners := state.NewOwners(state.OwnersOptions{
+		Store: ownerStore, TTL: r.State.OwnerTTL.D(), MaxCached: r.State.MaxCachedOwners, Logger: log,
+	})
 	p := proxy.New(proxy.Options{
 		Planner:          planner,
+		Owners:           owners,
+		DefaultLogical:   r.DefaultLogical(),
 		State:            view,
 		Credentials:      creds,
 		Transport:        newTransport(r.Timeouts.Connect.D(), getenv),
@@ -338,9 +350,10 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 		Meter:            otel.Meter,
 	})
 	return &gateway{
-		settings: s, log: log, planner: planner, view: view, proxy: p,
+		settings: s, log: log, planner: planner, view: view, proxy: p, owners: owners,
 		front:    auth.FrontDoor{ID: s.FrontDoorID},
 		callers:  callers(r, vault, log),
+		cors:     newCORS(r.CORS),
 		instance: instance, started: time.Now(), store: store.kind, creds: creds,
 	}, nil
 }
@@ -389,6 +402,8 @@ func (g *gateway) serve(ctx context.Context, ln net.Listener, onListen func(net.
 	syncCtx, stopSync := context.WithCancel(context.Background())
 	defer stopSync()
 	go g.view.Run(syncCtx)
+	ownersDone := make(chan struct{})
+	go func() { g.owners.Run(syncCtx); close(ownersDone) }()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -417,6 +432,7 @@ func (g *gateway) serve(ctx context.Context, ln net.Listener, onListen func(net.
 	if err := g.view.Flush(fctx); err != nil {
 		g.log.Warn("could not flush state at shutdown", "error", err)
 	}
+	<-ownersDone // Run writes what is pending when it ends
 	if err := <-errc; err != nil && !errors.Is(err, server.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/aoai-failover/gateway/handler/internal/apierr"
+	"github.com/aoai-failover/gateway/handler/internal/proxy"
+	"github.com/aoai-failover/gateway/handler/internal/state"
 )
 
 // HealthPath answers Front Door's health probe; the infra template's probe uses the same path
@@ -40,6 +42,14 @@ func (g *gateway) handler() http.Handler {
 			rej.Write(w)
 			return
 		}
+		if g.cors.preflight(w, r) {
+			return // browsers send preflights without credentials
+		}
+		g.cors.mark(w, r)
+		realtime := proxy.IsRealtimePath(r.URL.Path)
+		if realtime {
+			proxy.TakeRealtimeCredentials(r) // a browser's key, from the query or a subprotocol
+		}
 		app, rej := g.callers.Authenticate(r)
 		if rej != nil {
 			rej.Write(w)
@@ -47,6 +57,10 @@ func (g *gateway) handler() http.Handler {
 		}
 		if r.URL.Path == "/status" {
 			g.status(w, r)
+			return
+		}
+		if realtime {
+			g.proxy.ServeRealtime(w, r, app)
 			return
 		}
 		g.proxy.Serve(w, r, app)
@@ -99,10 +113,7 @@ func (g *gateway) status(w http.ResponseWriter, r *http.Request) {
 		g.statusHTML(w, now)
 		return
 	}
-	byID := map[string]any{}
-	for _, s := range g.view.Snapshot(now) {
-		byID[s.Target] = s
-	}
+	byID := g.snapshot(now)
 	type entry struct {
 		Priority int    `json:"priority"`
 		Weight   int    `json:"weight"`
@@ -132,6 +143,21 @@ func (g *gateway) status(w http.ResponseWriter, r *http.Request) {
 		"deployments": deployments,
 		"runtime":     map[string]any{"goroutines": runtime.NumGoroutine(), "heapMiB": mem.HeapInuse >> 20, "inFlight": g.proxy.InFlight()},
 	})
+}
+
+// snapshot is every target's state by id, as routing sees it: a target whose low remaining
+// budget the planner would pass over shows "deprioritised" only while throttle.routeByRemaining
+// is on; with it off, the planner ignores the budget and so does the state.
+func (g *gateway) snapshot(now time.Time) map[string]state.TargetStatus {
+	byRemaining := g.settings.Routing.Throttle.RouteByRemainingOrDefault()
+	byID := map[string]state.TargetStatus{}
+	for _, s := range g.view.Snapshot(now) {
+		if s.State == state.StateDeprioritised && !byRemaining {
+			s.State, s.DeprioritisedUntil = state.StateAvailable, nil
+		}
+		byID[s.Target] = s
+	}
+	return byID
 }
 
 // ready: every logical deployment has at least one target with a credential to call it with.

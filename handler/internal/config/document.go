@@ -16,6 +16,42 @@ type Routing struct {
 	Circuit     Circuit             `json:"circuit"`
 	Limits      Limits              `json:"limits"`
 	Secrets     Secrets             `json:"secrets"`
+	// DefaultDeployment is the logical deployment whose first available account creates and
+	// lists account-bound resources (files, batches, vector stores, conversations) when the
+	// request names none. Empty: the only logical deployment, if there is one.
+	DefaultDeployment string `json:"defaultDeployment"`
+	// CORS, when set, answers browsers' preflight requests from the named origins.
+	CORS *CORS `json:"cors"`
+	// State configures what the gateway remembers of stateful resources.
+	State StateSettings `json:"state"`
+}
+
+// CORS lets browser apps on the named origins call the gateway.
+type CORS struct {
+	// AllowedOrigins are exact origins ("https://app.contoso.com"); "*" allows any.
+	AllowedOrigins []string `json:"allowedOrigins"`
+	// MaxAge is how long a browser may keep a preflight's answer. Default 10m.
+	MaxAge Duration `json:"maxAge"`
+}
+
+// StateSettings bound the records of which account owns a stateful resource.
+type StateSettings struct {
+	// OwnerTTL is how long a record is kept: Azure OpenAI keeps stored responses 30 days.
+	OwnerTTL Duration `json:"ownerTtl"`
+	// MaxCachedOwners bounds the records one instance keeps in memory. Default 100000.
+	MaxCachedOwners int `json:"maxCachedOwners"`
+}
+
+// DefaultLogical is the logical deployment that serves requests naming none: the configured
+// default, or the only one.
+func (r *Routing) DefaultLogical() string {
+	if r.DefaultDeployment != "" || len(r.Deployments) != 1 {
+		return r.DefaultDeployment
+	}
+	for name := range r.Deployments {
+		return name
+	}
+	return ""
 }
 
 // Secrets configures how Key Vault secrets are kept.
@@ -100,6 +136,12 @@ type Timeouts struct {
 	Shutdown Duration `json:"shutdown"`
 	// RequestBody bounds how long a caller may take to send its body.
 	RequestBody Duration `json:"requestBody"`
+	// RealtimeIdle ends a Realtime WebSocket session through which nothing has passed, either
+	// way, for this long. Voice sessions go quiet between turns, hence minutes rather than the
+	// seconds of StreamIdle.
+	RealtimeIdle Duration `json:"realtimeIdle"`
+	// RealtimeSession bounds a Realtime WebSocket session's whole life, handshake included.
+	RealtimeSession Duration `json:"realtimeSession"`
 }
 
 // Throttle configures what a 429 does.
@@ -154,6 +196,8 @@ const (
 	DefaultRequest             = 220 * time.Second
 	DefaultShutdown            = 20 * time.Second
 	DefaultRequestBody         = 60 * time.Second
+	DefaultRealtimeIdle        = 10 * time.Minute
+	DefaultRealtimeSession     = 30 * time.Minute
 	DefaultRetryAfter          = 10 * time.Second
 	DefaultMaxRetryAfter       = 5 * time.Minute
 	DefaultCircuitFailures     = 3
@@ -164,8 +208,13 @@ const (
 	DefaultMaxConcurrent       = 4096
 	DefaultMaxPendingBodies    = 16384
 	DefaultMaxStreamEventBytes = 64 << 20
+	DefaultCORSMaxAge          = 10 * time.Minute
+	DefaultOwnerTTL            = 30 * 24 * time.Hour
+	DefaultMaxCachedOwners     = 100_000
 	// FunctionsRequestLimit is the Functions host's hard limit on an HTTP-triggered request.
 	FunctionsRequestLimit = 230 * time.Second
+	// MaxRealtimeSession is the longest a WebSocket connection lasts through Azure Front Door.
+	MaxRealtimeSession = 4 * time.Hour
 )
 
 func (r *Routing) applyDefaults() {
@@ -180,6 +229,8 @@ func (r *Routing) applyDefaults() {
 	setDur(&t.Request, DefaultRequest)
 	setDur(&t.Shutdown, DefaultShutdown)
 	setDur(&t.RequestBody, DefaultRequestBody)
+	setDur(&t.RealtimeIdle, DefaultRealtimeIdle)
+	setDur(&t.RealtimeSession, DefaultRealtimeSession)
 	setDur(&r.Throttle.DefaultRetryAfter, DefaultRetryAfter)
 	setDur(&r.Throttle.MaxRetryAfter, DefaultMaxRetryAfter)
 	if r.Circuit.Failures == 0 {
@@ -193,6 +244,13 @@ func (r *Routing) applyDefaults() {
 	}
 	if r.Limits.MaxPendingBodies == 0 {
 		r.Limits.MaxPendingBodies = DefaultMaxPendingBodies
+	}
+	if r.CORS != nil && r.CORS.MaxAge == 0 {
+		r.CORS.MaxAge = Duration(DefaultCORSMaxAge)
+	}
+	setDur(&r.State.OwnerTTL, DefaultOwnerTTL)
+	if r.State.MaxCachedOwners == 0 {
+		r.State.MaxCachedOwners = DefaultMaxCachedOwners
 	}
 	if r.Limits.MaxStreamEventBytes == 0 {
 		r.Limits.MaxStreamEventBytes = DefaultMaxStreamEventBytes

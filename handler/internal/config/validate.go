@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+	"time"
 )
 
 const (
@@ -94,6 +95,35 @@ func (r *Routing) validate() []string {
 		}
 	}
 
+	if d := r.DefaultDeployment; d != "" {
+		if _, ok := r.Deployments[d]; !ok {
+			add("defaultDeployment: %q is not a logical deployment (known: %s)", d, strings.Join(sortedKeys(r.Deployments), ", "))
+		}
+	}
+	if c := r.CORS; c != nil {
+		if len(c.AllowedOrigins) == 0 {
+			add("cors.allowedOrigins: name at least one origin, like https://app.contoso.com")
+		}
+		for i, o := range c.AllowedOrigins {
+			if o == "*" {
+				continue
+			}
+			u, err := url.Parse(o)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil {
+				add("cors.allowedOrigins[%d]: %q is not an origin (scheme and host, like https://app.contoso.com, no path)", i, o)
+			}
+		}
+		if c.MaxAge.D() < 0 || c.MaxAge.D() > 24*time.Hour {
+			add("cors.maxAge: %s is out of range 0..24h", c.MaxAge.D())
+		}
+	}
+	if r.State.OwnerTTL.D() < time.Minute {
+		add("state.ownerTtl: %s is below the 1m minimum", r.State.OwnerTTL.D())
+	}
+	if r.State.MaxCachedOwners < 1 {
+		add("state.maxCachedOwners: %d must be at least 1", r.State.MaxCachedOwners)
+	}
+
 	switch c := r.Clients; {
 	case c == nil:
 		add(`clients: required; say how callers authenticate, or {"anonymous": true} to accept any caller`)
@@ -135,6 +165,7 @@ func (r *Routing) validate() []string {
 		{"timeouts.connect", t.Connect}, {"timeouts.firstByte", t.FirstByte},
 		{"timeouts.perOutputToken", t.PerOutputToken}, {"timeouts.streamIdle", t.StreamIdle},
 		{"timeouts.request", t.Request}, {"timeouts.shutdown", t.Shutdown}, {"timeouts.requestBody", t.RequestBody},
+		{"timeouts.realtimeIdle", t.RealtimeIdle}, {"timeouts.realtimeSession", t.RealtimeSession},
 		{"throttle.defaultRetryAfter", r.Throttle.DefaultRetryAfter}, {"throttle.maxRetryAfter", r.Throttle.MaxRetryAfter},
 		{"circuit.cooldown", r.Circuit.Cooldown}, {"circuit.misconfigured", r.Circuit.Misconfigured},
 		{"secrets.refresh", r.Secrets.Refresh},
@@ -145,6 +176,12 @@ func (r *Routing) validate() []string {
 	}
 	if t.Request > Duration(FunctionsRequestLimit) {
 		add("timeouts.request: %s exceeds the Functions host's %s limit on an HTTP request", t.Request.D(), FunctionsRequestLimit)
+	}
+	if t.RealtimeSession > Duration(MaxRealtimeSession) {
+		add("timeouts.realtimeSession: %s exceeds %s, the longest a WebSocket connection lasts through Azure Front Door", t.RealtimeSession.D(), MaxRealtimeSession)
+	}
+	if t.RealtimeIdle > t.RealtimeSession && t.RealtimeSession > 0 {
+		add("timeouts.realtimeIdle: must not exceed timeouts.realtimeSession")
 	}
 	if t.DefaultOutputTokens < 1 {
 		add("timeouts.defaultOutputTokens: must be at least 1")

@@ -136,6 +136,7 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 	a.trace.GotConn = func(info httptrace.GotConnInfo) { a.conn = info.Conn }
 	res := g.perform(a, c, deadline)
 	res.callerGone = callerCtx.Err() != nil
+	res.pinned = c.pinnedTo != ""
 	a.outcome = classify(res, g.opt.Now(), g.opt.Throttle)
 	if a.verdict == commit {
 		if err := g.readToCommit(a, c.info.stream); err != nil {
@@ -162,12 +163,15 @@ func (g *Gateway) perform(a *attempt, c *call, deadline time.Time) result {
 	body := c.bodyFor(t)
 	a.body.Reset(body)
 	req := (&http.Request{
-		Method: http.MethodPost, URL: &a.url, Host: t.Authority,
+		Method: c.method, URL: &a.url, Host: t.Authority,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: make(http.Header, len(c.inHeader)+1),
 		Body:   &a.body, ContentLength: int64(len(body)),
 		GetBody: func() (io.ReadCloser, error) { return newReplayBody(body), nil },
 	}).WithContext(httptrace.WithClientTrace(a.ctx, &a.trace))
+	if len(body) == 0 {
+		req.Body, req.GetBody = http.NoBody, nil // a GET or DELETE: no body, not an empty one
+	}
 	c.setUpstreamURL(req.URL, t)
 	outboundHeaders(req.Header, c.inHeader, c.info.stream)
 	if err := g.opt.Credentials.Authorize(a.ctx, t.Account, req.Header); err != nil {
@@ -196,7 +200,7 @@ func (g *Gateway) perform(a *attempt, c *call, deadline time.Time) result {
 	a.reqID = firstHeader(resp.Header, "Apim-Request-Id", "X-Request-Id")
 	res := result{status: resp.StatusCode, header: resp.Header, sent: req.Header}
 	if resp.StatusCode == http.StatusNotFound {
-		res.deploymentMissing = deploymentMissing(resp.Body)
+		res.deploymentMissing = deploymentMissing(resp)
 	}
 	return res
 }

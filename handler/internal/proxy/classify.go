@@ -19,6 +19,7 @@ type result struct {
 	sent   http.Header // the request's headers as sent, credential included
 
 	callerGone        bool // the caller left during the attempt
+	pinned            bool // the request can be served by this target's account alone
 	noCredential      bool // the target had no credential to call it with
 	deploymentMissing bool // a 404 whose body says the deployment does not exist
 }
@@ -79,6 +80,10 @@ func classify(r result, now time.Time, th config.Throttle) outcome {
 		return outcome{verdict: next, kind: state.Failed, reason: "the backend answered " + http.StatusText(code) + " instead of a response"}
 	case code == http.StatusRequestTimeout || code >= 500:
 		return outcome{verdict: next, kind: state.Failed, reason: http.StatusText(code)}
+	case code == http.StatusNotFound && r.pinned && !r.deploymentMissing:
+		// The account that holds the state says the id (or the path) does not exist: no
+		// other account could say better, so the caller has the answer.
+		return outcome{verdict: commit, kind: state.Succeeded}
 	case code == http.StatusNotFound && !r.deploymentMissing:
 		// Azure's generic "Resource not found" means the path or api-version does not exist
 		// there: the next target may know it, but it says nothing against this target, and

@@ -100,6 +100,18 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 		status, code = http.StatusBadGateway, "AllTargetsFailed"
 		msg = fmt.Sprintf("no target of deployment %q could serve the request: %s", c.logical, summary(details))
 	}
+	if c.pinnedTo != "" {
+		// The request builds on state that only one account holds: say why it cannot move.
+		why := fmt.Sprintf("%s %q is held by account %q, so the request cannot be served by another account", singular(kindOf(c.boundID)), c.boundID, c.pinnedTo)
+		if status == http.StatusTooManyRequests {
+			code, msg = "StateOwnerThrottled", why+"; that account is throttled until "+soonest.UTC().Format(time.RFC3339)+": retry after the wait: "+summary(details)
+		} else {
+			status, code, msg = http.StatusServiceUnavailable, "StateOwnerUnavailable", why+"; that account cannot serve it now: "+summary(details)
+			if h.Get("Retry-After") == "" {
+				h.Set("Retry-After", "5")
+			}
+		}
+	}
 	c.log.status = status
 	(&apierr.Error{Status: status, Code: code, Message: msg, Details: details}).Write(w)
 }

@@ -15,21 +15,26 @@ import (
 func FuzzParsePath(f *testing.F) {
 	for _, s := range []string{
 		"/openai/deployments/chat/chat/completions", "/openai/v1/chat/completions", "/openai/responses",
+		"/openai/v1/responses/resp_1/cancel", "/openai/files/file-1", "/openai/v1/models", "/openai/v1/assistants",
 		"/openai/deployments/../x", "/openai/deployments/a%2Fb/c", "/openai//deployments", "/openai/deployments/a/./b", "/x\\y",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, path string) {
-		fam, logical, rest, perr := parsePath(path, path)
+		rq, perr := parsePath(path, path)
 		if perr != nil {
 			if perr.Status != 400 && perr.Status != 404 {
 				t.Fatalf("status %d", perr.Status)
 			}
 			return
 		}
-		if fam != familyDeployments {
+		if rq.fam == familyBound && (rq.id == "" || rq.id == "." || rq.id == ".." || strings.Contains(rq.id, "/")) {
+			t.Fatalf("%q bound to id %q", path, rq.id)
+		}
+		if rq.fam != familyDeployments {
 			return
 		}
+		logical, rest := rq.logical, rq.rest
 		if logical == "" || !strings.HasPrefix(rest, "/") {
 			t.Fatalf("accepted %q as %q %q", path, logical, rest)
 		}

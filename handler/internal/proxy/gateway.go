@@ -68,6 +68,12 @@ type Options struct {
 	// MaxPendingBodies bounds the requests whose bodies are still arriving; they wait on their
 	// callers, not on a slot, and each is bounded by Timeouts.RequestBody. Zero means no bound.
 	MaxPendingBodies int
+	// Owners remembers which account holds each stateful resource (a response, a conversation,
+	// a file, a batch, a vector store), for the fleet. Nil: this instance's memory only.
+	Owners Owners
+	// DefaultLogical is the logical deployment that creates and lists account-bound resources
+	// when a request names none (the X-Gateway-Deployment header names one).
+	DefaultLogical string
 	// MaxEventBytes bounds one server-sent event of a stream, and so a stream's memory; a larger
 	// event ends the stream with an error. Zero means 4 MiB.
 	MaxEventBytes int
@@ -82,6 +88,12 @@ type Options struct {
 	// Meter records the GenAI and failover metrics; nil records none.
 	Meter metric.Meter
 	Now   func() time.Time
+}
+
+// Owners is what the forwarder needs of the fleet's records of stateful resources.
+type Owners interface {
+	Remember(id, account string, now time.Time)
+	Lookup(ctx context.Context, id string, now time.Time) (account string, ok bool)
 }
 
 // RequestLog takes finished request lines.
@@ -113,6 +125,9 @@ func New(opt Options) *Gateway {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.Owners == nil {
+		opt.Owners = state.NewOwners(state.OwnersOptions{})
+	}
 	// Without a tracer no span is started at all (c.span stays noSpan, which never records).
 	g := &Gateway{opt: opt, metrics: newInstruments(opt.Meter)}
 	if opt.MaxConcurrent > 0 {
@@ -127,18 +142,22 @@ func New(opt Options) *Gateway {
 
 // call is one caller request, read and understood.
 type call struct {
-	fam      family
-	logical  string
-	rest     string // operation path after the logical name, deployments family only
+	request
+	method   string
 	query    string
 	path     string
 	body     []byte
 	info     bodyInfo
 	inHeader http.Header // the caller's headers; filtered afresh for each attempt
-	span     trace.Span
-	start    time.Time
-	end      time.Time // when the caller had the whole answer, if that was before the handler returned
-	log      requestLog
+	// pinnedTo is the account that holds the state the request is bound to: it is served
+	// there or not at all. boundID names that state.
+	pinnedTo, boundID string
+	// creates: a successful answer creates a resource whose id is remembered with its owner.
+	creates bool
+	span    trace.Span
+	start   time.Time
+	end     time.Time // when the caller had the whole answer, if that was before the handler returned
+	log     requestLog
 }
 
 // setUpstreamURL makes u the target's URL for the call: its endpoint, the real deployment
@@ -153,7 +172,7 @@ func (c *call) setUpstreamURL(u *url.URL, t route.Target) {
 }
 
 func (c *call) bodyFor(t route.Target) []byte {
-	if c.fam != familyDeployments && c.info.hasModel {
+	if (c.fam == familyV1 || c.fam == familyResponses) && c.info.hasModel {
 		return withModel(c.body, c.info, t.Deployment)
 	}
 	return c.body
@@ -168,7 +187,7 @@ func (g *Gateway) InFlight() int { return len(g.slots) }
 // Serve handles one request on the Azure OpenAI routes from the authenticated caller app: it
 // takes in the request (path, method, body), then a forwarding slot, then forwards it.
 func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
-	c := &call{start: g.opt.Now(), path: r.URL.Path, query: r.URL.RawQuery}
+	c := &call{start: g.opt.Now(), path: r.URL.Path, query: r.URL.RawQuery, method: r.Method}
 	c.log = requestLog{method: r.Method, path: r.URL.Path, app: app}
 	c.span = noSpan
 	if g.opt.Tracer != nil {
@@ -176,7 +195,19 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 	}
 	defer g.logRequest(c)
 
-	plan, e := g.intake(w, r, c)
+	rq, e := parsePath(r.URL.Path, r.URL.EscapedPath())
+	if e == nil && !rq.fam.allows(r.Method) {
+		e = apierr.New(http.StatusMethodNotAllowed, "MethodNotAllowed", "method "+r.Method+" is not allowed here; use "+rq.fam.methods()).With("Allow", rq.fam.methods())
+	}
+	if e == nil && rq.fam == familyModels {
+		c.log.status = g.listModels(w, rq.logical)
+		return
+	}
+	var plan route.Plan
+	if e == nil {
+		c.request = rq
+		plan, e = g.intake(w, r, c)
+	}
 	if e == nil {
 		var release func()
 		if release, e = g.admit(); e == nil {
@@ -207,19 +238,10 @@ func (g *Gateway) admit() (release func(), e *apierr.Error) {
 	}
 }
 
-// intake reads and understands the caller's request: its path, method and whole body, and the
-// targets to try. The body's wait is the caller's own, bounded by its deadline and by the
-// number of bodies that may be arriving at once; it holds no forwarding slot.
+// intake reads and understands the caller's request: its whole body, and the targets to try.
+// The body's wait is the caller's own, bounded by its deadline and by the number of bodies that
+// may be arriving at once; it holds no forwarding slot.
 func (g *Gateway) intake(w http.ResponseWriter, r *http.Request, c *call) (route.Plan, *apierr.Error) {
-	fam, logical, rest, perr := parsePath(r.URL.Path, r.URL.EscapedPath())
-	if perr != nil {
-		return route.Plan{}, perr
-	}
-	if r.Method != http.MethodPost {
-		return route.Plan{}, apierr.New(http.StatusMethodNotAllowed, "MethodNotAllowed", "method "+r.Method+" is not allowed here; use POST").With("Allow", http.MethodPost)
-	}
-	c.fam, c.logical, c.rest = fam, logical, rest
-
 	if max := int64(g.opt.MaxPendingBodies); max > 0 {
 		n := g.pending.Add(1)
 		defer g.pending.Add(-1)
@@ -238,39 +260,62 @@ func (g *Gateway) intake(w http.ResponseWriter, r *http.Request, c *call) (route
 		return route.Plan{}, e
 	}
 	c.body = body
-	jsonBody := isJSON(headerValue(r.Header, "Content-Type"))
-	if jsonBody && len(body) > 0 {
-		// A deployments-family body goes to the backend as it is, so it is only read, not
-		// validated: Azure OpenAI answers a malformed one itself. The other families name the
-		// deployment in the body, which must therefore be valid JSON.
-		var ok bool
-		c.info, ok = scanBody(body, fam != familyDeployments)
-		if !ok && fam != familyDeployments {
-			return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "the request body is not a valid JSON object")
+	c.inHeader = r.Header
+	ct := headerValue(r.Header, "Content-Type")
+	jsonBody := isJSON(ct)
+	if len(body) > 0 {
+		switch boundary := formBoundary(ct); {
+		case boundary != "":
+			c.info, _ = scanForm(body, boundary)
+		case jsonBody:
+			// A body the gateway passes on as it is (the deployments family, calls on stored
+			// resources) is only read, not validated: Azure OpenAI answers a malformed one
+			// itself. The other families name the deployment in the body, which must therefore
+			// be valid JSON.
+			var ok bool
+			c.info, ok = scanBody(body, c.fam == familyV1 || c.fam == familyResponses)
+			if !ok && (c.fam == familyV1 || c.fam == familyResponses) {
+				return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "the request body is not a valid JSON object")
+			}
 		}
 	}
-	if fam != familyDeployments {
+	switch c.fam {
+	case familyBound:
+		return g.planBound(r.Context(), c)
+	case familyCollection:
+		return g.planCollection(r.Context(), c)
+	case familyV1, familyResponses:
 		switch {
 		case len(body) == 0:
-			return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "a request body is required: a JSON object whose \"model\" names the deployment")
-		case !jsonBody:
-			return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "the request body must be JSON (Content-Type: application/json)")
+			return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "a request body is required: a JSON object (or a multipart form) whose \"model\" names the deployment")
+		case formBoundary(ct) != "" && !c.info.hasModel:
+			return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "the multipart form has no \"model\" field naming the deployment")
+		case !jsonBody && formBoundary(ct) == "":
+			return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "the request body must be JSON (Content-Type: application/json) or a multipart form")
 		case !c.info.hasModel:
 			return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "the request body has no \"model\" string naming the deployment")
 		}
 		c.logical = c.info.model
+		// Creating a response (not calling one by id) makes state that later turns refer to.
+		c.creates = strings.HasSuffix(c.path, "/responses")
 	}
 	c.log.logical = c.logical
 	c.log.stream = c.info.stream
 
 	plan, ok := g.opt.Planner.Plan(c.logical, g.opt.State, c.start, g.estimate(c))
 	if !ok {
-		return route.Plan{}, apierr.New(http.StatusNotFound, "DeploymentNotFound", fmt.Sprintf(
-			"the deployment %q does not exist on this gateway; known deployments: %s",
-			c.logical, strings.Join(g.opt.Planner.Names(), ", ")))
+		return route.Plan{}, g.unknownDeployment(c.logical)
 	}
-	c.inHeader = r.Header
+	if c.info.boundTo != "" {
+		return g.pin(r.Context(), c, plan, c.info.boundTo)
+	}
 	return plan, nil
+}
+
+func (g *Gateway) unknownDeployment(name string) *apierr.Error {
+	return apierr.New(http.StatusNotFound, "DeploymentNotFound", fmt.Sprintf(
+		"the deployment %q does not exist on this gateway; known deployments: %s",
+		name, strings.Join(g.opt.Planner.Names(), ", ")))
 }
 
 // estimate is the request's cost as Azure OpenAI's rate limiter counts it: prompt tokens (a
@@ -320,11 +365,15 @@ func readBody(r *http.Request, max int64) ([]byte, *apierr.Error) {
 const firstBodyBuffer = 64 << 10
 
 // deploymentMissing reads the start of a 404 body: Azure says DeploymentNotFound when the
-// deployment does not exist on the account, which is a configuration problem of the target.
-// The body is drained either way; a 404 body that cannot be read counts as missing.
-func deploymentMissing(body io.ReadCloser) bool {
-	b, err := io.ReadAll(io.LimitReader(body, 8<<10))
-	drain(body)
+// deployment does not exist on the account, which is a configuration problem of the target. What
+// it read is put back, so the body can still be passed on whole; a body that cannot be read
+// counts as missing.
+func deploymentMissing(resp *http.Response) bool {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<10))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body}
 	return err != nil || bytes.Contains(b, []byte("DeploymentNotFound"))
 }
 

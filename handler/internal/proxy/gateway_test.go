@@ -41,6 +41,7 @@ func newBackend(t testing.TB, h http.HandlerFunc) *backend {
 	b := &backend{handler: h}
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(strings.NewReader(string(body))) // for the handler, too
 		b.mu.Lock()
 		b.seen = append(b.seen, seenRequest{r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(body)})
 		h := b.handler
@@ -132,6 +133,7 @@ func newGatewayWith(t testing.TB, tune func(*config.Routing), tr http.RoundTripp
 	gw := New(Options{
 		Planner: planner, State: view, Credentials: keyCreds{}, Transport: tr,
 		Timeouts: r.Timeouts, Throttle: r.Throttle, MaxBodyBytes: r.Limits.MaxRequestBodyBytes, Logger: log,
+		DefaultLogical: r.DefaultLogical(),
 	})
 	tg := &testGateway{gw: gw, view: view}
 	tg.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -705,7 +707,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown deployment", "POST", "/openai/deployments/nope/chat/completions", `{}`, 404, "DeploymentNotFound"},
 		{"unknown v1 model", "POST", "/openai/v1/responses", `{"model":"nope"}`, 404, "DeploymentNotFound"},
 		{"outside openai", "POST", "/v1/chat/completions", `{}`, 404, "NotFound"},
-		{"unknown v1 op", "POST", "/openai/v1/models", `{}`, 404, "NotFound"},
+		{"unknown v1 op", "POST", "/openai/v1/unknown", `{}`, 404, "NotFound"},
 		{"GET", "GET", chatPath, "", 405, "MethodNotAllowed"},
 		{"DELETE", "DELETE", chatPath, "", 405, "MethodNotAllowed"},
 		{"dotdot", "POST", "/openai/deployments/chat/../../other/chat/completions", `{}`, 400, "InvalidPath"},

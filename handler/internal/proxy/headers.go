@@ -45,11 +45,12 @@ func outboundHeaders(out, in http.Header, stream bool) {
 	}
 }
 
-// copyResponseHeaders copies a backend's response headers to the caller, minus hop-by-hop.
+// copyResponseHeaders copies a backend's response headers to the caller, minus hop-by-hop and
+// CORS headers: which browser origins may read an answer is the gateway's decision.
 func copyResponseHeaders(dst, src http.Header) {
 	named := connectionNamed(src)
 	for k, vv := range src {
-		if hopByHop(k) || named[k] {
+		if hopByHop(k) || named[k] || strings.HasPrefix(k, "Access-Control-") {
 			continue
 		}
 		dst[k] = vv

@@ -3,58 +3,121 @@ package proxy
 import (
 	"encoding/json"
 	"github.com/aoai-failover/gateway/handler/internal/apierr"
+	"github.com/tidwall/gjson"
 	"net/http"
 	"strconv"
 	"strings"
 )
 
-// family is the URL family a request came in on; it decides where the logical name is and how
-// it is rewritten for each target.
+// family is the URL family a request came in on; it decides how the request is routed and
+// rewritten for each target.
 type family int
 
 const (
-	familyDeployments family = iota // /openai/deployments/{name}/{operation...}
-	familyV1                        // /openai/v1/{chat/completions,completions,embeddings,responses}
-	familyResponses                 // /openai/responses
+	familyDeployments family = iota // /openai/deployments/{name}/{operation...}: by the path's name
+	familyV1                        // /openai/v1/{operation}: by the body's model (JSON or multipart)
+	familyResponses                 // /openai/responses?api-version=: by the body's model
+	familyBound                     // /openai/[v1/]{kind}/{id}...: to the account that owns the id
+	familyCollection                // /openai/[v1/]{kind}: creating or listing account-bound resources
+	familyModels                    // /openai/[v1/]models[/{name}]: the gateway's own logical deployments
 )
 
 // v1Operations are the /openai/v1 paths routed by the body's model.
 var v1Operations = map[string]bool{
 	"chat/completions": true, "completions": true, "embeddings": true, "responses": true,
+	"images/generations": true, "images/edits": true, "images/variations": true,
+	"audio/transcriptions": true, "audio/translations": true, "audio/speech": true,
 }
 
-const servedPaths = "the gateway serves POST /openai/deployments/{name}/{operation}, POST /openai/v1/{chat/completions,completions,embeddings,responses} and POST /openai/responses"
+// boundKinds are the resources that live in one account: a call on one by id goes there.
+var boundKinds = map[string]bool{
+	"responses": true, "conversations": true, "files": true, "batches": true, "vector_stores": true,
+}
 
-// parsePath finds the family, the logical name (for the deployments family) and the operation
-// path after it. It refuses anything that could make a backend see a different path than the
-// one the caller named: percent-encoding, backslashes, empty, "." and ".." segments.
-func parsePath(path, escaped string) (fam family, logical, rest string, perr *apierr.Error) {
+// notServed are APIs the gateway refuses on purpose, with what to use instead.
+var notServed = map[string]string{
+	"assistants":  "the Assistants API is retired; use the Responses API (POST /openai/v1/responses) with conversations",
+	"threads":     "the Assistants API (threads and runs) is retired; use the Responses API (POST /openai/v1/responses) with conversations",
+	"fine_tuning": "fine-tuning is not served through the gateway; manage fine-tuning jobs on the Azure OpenAI resource itself",
+	"fine-tunes":  "fine-tuning is not served through the gateway; manage fine-tuning jobs on the Azure OpenAI resource itself",
+}
+
+const servedPaths = "see the gateway's handler/README.md (What it serves) for every path it serves"
+
+// request is where a request goes, as its path says.
+type request struct {
+	fam     family
+	logical string // familyDeployments: the path's name; familyModels: a named model, if any
+	rest    string // familyDeployments: the operation path after the name
+	kind    string // familyBound and familyCollection: responses, conversations, files, ...
+	id      string // familyBound: the resource's id
+}
+
+// methodsOf are the methods each family takes.
+func (f family) methods() string {
+	switch f {
+	case familyBound:
+		return "GET, POST, DELETE"
+	case familyCollection:
+		return "GET, POST"
+	case familyModels:
+		return "GET"
+	}
+	return "POST"
+}
+
+func (f family) allows(method string) bool {
+	return strings.Contains(", "+f.methods()+",", ", "+method+",")
+}
+
+// parsePath finds where a request goes. It refuses anything that could make a backend see a
+// different path than the one the caller named: percent-encoding, backslashes, empty, "." and
+// ".." segments.
+func parsePath(path, escaped string) (request, *apierr.Error) {
 	if strings.ContainsAny(escaped, "%\\") {
-		return 0, "", "", apierr.New(http.StatusBadRequest, "InvalidPath", "the request path must not contain percent-encoded characters or backslashes")
+		return request{}, apierr.New(http.StatusBadRequest, "InvalidPath", "the request path must not contain percent-encoded characters or backslashes")
 	}
 	if !strings.HasPrefix(path, "/openai/") {
-		return 0, "", "", apierr.New(http.StatusNotFound, "NotFound", "no such path; "+servedPaths)
+		return request{}, apierr.New(http.StatusNotFound, "NotFound", "no such path; "+servedPaths)
 	}
 	after := path[len("/openai/"):]
 	for rest, more := after, true; more; {
 		var seg string
 		seg, rest, more = strings.Cut(rest, "/")
 		if seg == "" || seg == "." || seg == ".." {
-			return 0, "", "", apierr.New(http.StatusBadRequest, "InvalidPath", "the request path must not contain empty, '.' or '..' segments")
+			return request{}, apierr.New(http.StatusBadRequest, "InvalidPath", "the request path must not contain empty, '.' or '..' segments")
 		}
 	}
 	segs := strings.Count(after, "/") + 1
 	first, tail, _ := strings.Cut(after, "/")
-	switch {
-	case first == "deployments" && segs >= 3:
+	if first == "deployments" && segs >= 3 {
 		name, _, _ := strings.Cut(tail, "/")
-		return familyDeployments, name, path[len("/openai/deployments/")+len(name):], nil
-	case first == "v1" && v1Operations[tail]:
-		return familyV1, "", "", nil
-	case first == "responses" && segs == 1:
-		return familyResponses, "", "", nil
+		return request{fam: familyDeployments, logical: name, rest: path[len("/openai/deployments/")+len(name):]}, nil
 	}
-	return 0, "", "", apierr.New(http.StatusNotFound, "NotFound", "no such path; "+servedPaths)
+	if first == "v1" && v1Operations[tail] {
+		return request{fam: familyV1}, nil
+	}
+	if first == "responses" && segs == 1 {
+		return request{fam: familyResponses}, nil
+	}
+	// The rest have a v1 form and an api-version form: /openai/v1/files and /openai/files.
+	rel := after
+	if first == "v1" {
+		rel = tail
+	}
+	kind, more, _ := strings.Cut(rel, "/")
+	id, _, _ := strings.Cut(more, "/")
+	switch {
+	case kind == "models":
+		return request{fam: familyModels, logical: more}, nil
+	case boundKinds[kind] && id != "":
+		return request{fam: familyBound, kind: kind, id: id}, nil
+	case boundKinds[kind] && kind != "responses":
+		return request{fam: familyCollection, kind: kind}, nil
+	case notServed[kind] != "":
+		return request{}, apierr.New(http.StatusNotFound, "OperationNotSupported", notServed[kind])
+	}
+	return request{}, apierr.New(http.StatusNotFound, "NotFound", "no such path; "+servedPaths)
 }
 
 // bodyInfo is what the gateway reads from a JSON request body without decoding all of it.
@@ -65,6 +128,12 @@ type bodyInfo struct {
 	hasModel     bool
 	stream       bool
 	outputTokens int // max_tokens, max_completion_tokens or max_output_tokens; 0 if none
+	// formModel: the model is a multipart form field, its span the bare value.
+	formModel bool
+	// boundTo is the id of a stateful resource the request builds on: a previous response, a
+	// conversation (as a string or as {"id": ...}), or a batch's input file. The request
+	// must go to the account that holds it.
+	boundTo string
 }
 
 // scanBody reads the top-level fields the gateway needs from a JSON object. With validate it
@@ -110,12 +179,36 @@ func scanBody(body []byte, validate bool) (bodyInfo, bool) {
 			}
 		case `"stream"`:
 			info.stream = string(val) == "true"
+		case `"previous_response_id"`, `"input_file_id"`:
+			if id := jsonString(val); id != "" {
+				info.boundTo = id
+			}
+		case `"conversation"`:
+			if id := jsonString(val); id != "" {
+				info.boundTo = id
+			} else if len(val) > 0 && val[0] == '{' {
+				if id := gjson.GetBytes(val, "id").String(); id != "" {
+					info.boundTo = id
+				}
+			}
 		case `"max_tokens"`, `"max_completion_tokens"`, `"max_output_tokens"`:
 			if n, err := strconv.Atoi(string(val)); err == nil && n > info.outputTokens {
 				info.outputTokens = n
 			}
 		}
 	}
+}
+
+// jsonString is the value of a JSON string, or "" for anything else.
+func jsonString(val []byte) string {
+	if len(val) == 0 || val[0] != '"' {
+		return ""
+	}
+	var v string
+	if json.Unmarshal(val, &v) != nil {
+		return ""
+	}
+	return v
 }
 
 // scanner walks JSON without reporting syntax errors: on valid JSON it finds every value's
@@ -199,6 +292,9 @@ func (s *scanner) skipValue() {
 // withModel returns body with the model value replaced by deployment.
 func withModel(body []byte, info bodyInfo, deployment string) []byte {
 	q := strconv.Quote(deployment) // deployment names are plain ASCII, so Go quoting is JSON
+	if info.formModel {
+		q = deployment
+	}
 	out := make([]byte, 0, len(body)-(info.modelEnd-info.modelStart)+len(q))
 	out = append(out, body[:info.modelStart]...)
 	out = append(out, q...)

@@ -8,43 +8,65 @@ import (
 
 func TestParsePath(t *testing.T) {
 	for _, tc := range []struct {
-		path    string
-		fam     family
-		logical string
-		rest    string
-		status  int
+		path   string
+		want   request
+		status int
+		code   string
 	}{
-		{"/openai/deployments/chat/chat/completions", familyDeployments, "chat", "/chat/completions", 0},
-		{"/openai/deployments/gpt-4o.mini_2/embeddings", familyDeployments, "gpt-4o.mini_2", "/embeddings", 0},
-		{"/openai/deployments/x/audio/transcriptions", familyDeployments, "x", "/audio/transcriptions", 0},
-		{"/openai/v1/chat/completions", familyV1, "", "", 0},
-		{"/openai/v1/completions", familyV1, "", "", 0},
-		{"/openai/v1/embeddings", familyV1, "", "", 0},
-		{"/openai/v1/responses", familyV1, "", "", 0},
-		{"/openai/responses", familyResponses, "", "", 0},
-		{"/openai/deployments/chat", 0, "", "", 404},
-		{"/openai/deployments/", 0, "", "", 400},
-		{"/openai/v1/models", 0, "", "", 404},
-		{"/openai/v1/responses/resp_1", 0, "", "", 404},
-		{"/openai/responses/x", 0, "", "", 404},
-		{"/openai", 0, "", "", 404},
-		{"/", 0, "", "", 404},
-		{"/openai/deployments/../x/y", 0, "", "", 400},
-		{"/openai/deployments/./x/y", 0, "", "", 400},
-		{"/openai/deployments/a/b/", 0, "", "", 400},
+		{"/openai/deployments/chat/chat/completions", request{fam: familyDeployments, logical: "chat", rest: "/chat/completions"}, 0, ""},
+		{"/openai/deployments/gpt-4o.mini_2/embeddings", request{fam: familyDeployments, logical: "gpt-4o.mini_2", rest: "/embeddings"}, 0, ""},
+		{"/openai/deployments/x/audio/transcriptions", request{fam: familyDeployments, logical: "x", rest: "/audio/transcriptions"}, 0, ""},
+		{"/openai/v1/chat/completions", request{fam: familyV1}, 0, ""},
+		{"/openai/v1/completions", request{fam: familyV1}, 0, ""},
+		{"/openai/v1/embeddings", request{fam: familyV1}, 0, ""},
+		{"/openai/v1/responses", request{fam: familyV1}, 0, ""},
+		{"/openai/v1/images/generations", request{fam: familyV1}, 0, ""},
+		{"/openai/v1/images/edits", request{fam: familyV1}, 0, ""},
+		{"/openai/v1/audio/transcriptions", request{fam: familyV1}, 0, ""},
+		{"/openai/v1/audio/translations", request{fam: familyV1}, 0, ""},
+		{"/openai/v1/audio/speech", request{fam: familyV1}, 0, ""},
+		{"/openai/responses", request{fam: familyResponses}, 0, ""},
+		{"/openai/v1/models", request{fam: familyModels}, 0, ""},
+		{"/openai/models", request{fam: familyModels}, 0, ""},
+		{"/openai/v1/models/chat", request{fam: familyModels, logical: "chat"}, 0, ""},
+		{"/openai/v1/responses/resp_1", request{fam: familyBound, kind: "responses", id: "resp_1"}, 0, ""},
+		{"/openai/v1/responses/resp_1/cancel", request{fam: familyBound, kind: "responses", id: "resp_1"}, 0, ""},
+		{"/openai/v1/responses/resp_1/input_items", request{fam: familyBound, kind: "responses", id: "resp_1"}, 0, ""},
+		{"/openai/responses/resp_1", request{fam: familyBound, kind: "responses", id: "resp_1"}, 0, ""},
+		{"/openai/v1/conversations", request{fam: familyCollection, kind: "conversations"}, 0, ""},
+		{"/openai/v1/conversations/conv_1/items", request{fam: familyBound, kind: "conversations", id: "conv_1"}, 0, ""},
+		{"/openai/v1/files", request{fam: familyCollection, kind: "files"}, 0, ""},
+		{"/openai/files", request{fam: familyCollection, kind: "files"}, 0, ""},
+		{"/openai/v1/files/file-1/content", request{fam: familyBound, kind: "files", id: "file-1"}, 0, ""},
+		{"/openai/v1/batches", request{fam: familyCollection, kind: "batches"}, 0, ""},
+		{"/openai/v1/batches/batch_1/cancel", request{fam: familyBound, kind: "batches", id: "batch_1"}, 0, ""},
+		{"/openai/v1/vector_stores", request{fam: familyCollection, kind: "vector_stores"}, 0, ""},
+		{"/openai/v1/vector_stores/vs_1/files", request{fam: familyBound, kind: "vector_stores", id: "vs_1"}, 0, ""},
+		{"/openai/v1/assistants", request{}, 404, "OperationNotSupported"},
+		{"/openai/assistants/asst_1", request{}, 404, "OperationNotSupported"},
+		{"/openai/v1/threads/thread_1/runs", request{}, 404, "OperationNotSupported"},
+		{"/openai/v1/fine_tuning/jobs", request{}, 404, "OperationNotSupported"},
+		{"/openai/deployments/chat", request{}, 404, "NotFound"},
+		{"/openai/deployments/", request{}, 400, "InvalidPath"},
+		{"/openai/v1/unknown", request{}, 404, "NotFound"},
+		{"/openai", request{}, 404, "NotFound"},
+		{"/", request{}, 404, "NotFound"},
+		{"/openai/deployments/../x/y", request{}, 400, "InvalidPath"},
+		{"/openai/deployments/./x/y", request{}, 400, "InvalidPath"},
+		{"/openai/deployments/a/b/", request{}, 400, "InvalidPath"},
 	} {
-		fam, logical, rest, perr := parsePath(tc.path, tc.path)
+		got, perr := parsePath(tc.path, tc.path)
 		if tc.status != 0 {
-			if perr == nil || perr.Status != tc.status {
-				t.Errorf("%s: got %+v, want status %d", tc.path, perr, tc.status)
+			if perr == nil || perr.Status != tc.status || perr.Code != tc.code {
+				t.Errorf("%s: got %+v, want %d %s", tc.path, perr, tc.status, tc.code)
 			}
 			continue
 		}
-		if perr != nil || fam != tc.fam || logical != tc.logical || rest != tc.rest {
-			t.Errorf("%s: got %v %q %q %+v", tc.path, fam, logical, rest, perr)
+		if perr != nil || got != tc.want {
+			t.Errorf("%s: got %+v %+v, want %+v", tc.path, got, perr, tc.want)
 		}
 	}
-	if _, _, _, perr := parsePath("/openai/deployments/a/b", "/openai/deployments/a%2Fb"); perr == nil || perr.Status != 400 {
+	if _, perr := parsePath("/openai/deployments/a/b", "/openai/deployments/a%2Fb"); perr == nil || perr.Status != 400 {
 		t.Errorf("percent-encoding accepted")
 	}
 }
@@ -80,6 +102,23 @@ func TestScanBody(t *testing.T) {
 			if !ok2 || again.model != "real-dep" {
 				t.Errorf("%s: rewrite gave %s", tc.body, out)
 			}
+		}
+	}
+}
+
+// TestScanBodyBoundState: the ids a request builds on, wherever the API puts them.
+func TestScanBodyBoundState(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"model":"m","previous_response_id":"resp_1","input":"x"}`:    "resp_1",
+		`{"model":"m","conversation":"conv_1"}`:                        "conv_1",
+		`{"model":"m","conversation":{"id":"conv_2","other":1}}`:       "conv_2",
+		`{"input_file_id":"file-1","endpoint":"/v1/chat/completions"}`: "file-1",
+		`{"model":"m","previous_response_id":null}`:                    "",
+		`{"model":"m","metadata":{"previous_response_id":"resp_not"}}`: "",
+		`{"model":"m","conversation":{"items":[{"id":"msg_1"}]}}`:      "",
+	} {
+		if info, _ := scanBody([]byte(body), true); info.boundTo != want {
+			t.Errorf("%s: bound to %q, want %q", body, info.boundTo, want)
 		}
 	}
 }

@@ -31,12 +31,13 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 	c.log.servedBy, c.log.status, c.log.upstreamID = a.target.ID, a.resp.StatusCode, a.reqID
 	rc := http.NewResponseController(w)
 
+	learn := c.creates && a.resp.StatusCode/100 == 2
 	if a.events != nil {
 		delete(h, "Content-Length")
 		h["X-Accel-Buffering"] = accelBufferingNo
 		w.WriteHeader(a.resp.StatusCode)
 		c.log.firstByte = g.opt.Now().Sub(c.start)
-		g.relayEvents(w, rc, callerCtx, c, a)
+		g.relayEvents(w, rc, callerCtx, c, a, learn)
 		return
 	}
 
@@ -54,6 +55,9 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 	// has it rather than before.
 	_ = rc.Flush()
 	enc := contentEncoding(a.resp.Header)
+	if learn {
+		g.learnOwner(c, a.target.Account, decodedHead(enc, head))
+	}
 	if a.complete {
 		c.log.setUsage(usageOf(enc, head)) // the common case: the whole body is the head
 		return
@@ -92,11 +96,22 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 
 // relayEvents passes a stream on event by event, flushing each, until [DONE], the end of the
 // stream, or a failure, which the caller learns of through an in-band error event.
-func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController, callerCtx context.Context, c *call, a *attempt) {
+func (g *Gateway) relayEvents(w http.ResponseWriter, rc *http.ResponseController, callerCtx context.Context, c *call, a *attempt, learn bool) {
 	idleWait := g.opt.Timeouts.StreamIdle.D()
 	a.watch.arm(idleWait, waitIdle)
 	ev := a.first
+	// A created response names its id in its first events (response.created); a few are read.
+	learnFrom := 0
+	if learn {
+		learnFrom = 4
+	}
 	for {
+		if learnFrom > 0 {
+			learnFrom--
+			if g.learnOwner(c, a.target.Account, eventData(ev)) {
+				learnFrom = 0
+			}
+		}
 		if c.log.firstToken == 0 && hasContent(ev) {
 			c.log.firstToken = g.opt.Now().Sub(c.start)
 		}

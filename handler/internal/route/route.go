@@ -49,14 +49,25 @@ type Plan struct {
 
 // Planner holds each logical deployment's targets grouped by priority.
 type Planner struct {
-	groups map[string][][]Target
-	names  []string
-	all    []Target
+	groups   map[string][][]Target
+	names    []string
+	all      []Target
+	accounts map[string]Target // per account, its endpoint (Deployment empty, ID the account)
+	order    []string          // account names, sorted
 }
 
 // New builds a planner from a validated routing document.
 func New(r config.Routing) *Planner {
-	p := &Planner{groups: map[string][][]Target{}}
+	p := &Planner{groups: map[string][][]Target{}, accounts: map[string]Target{}}
+	for name, a := range r.Accounts {
+		t := Target{ID: name, Account: name, Region: a.Region, Priority: 1, Weight: 1}
+		if u, err := url.Parse(a.Endpoint); err == nil { // validated already
+			t.Scheme, t.Authority, t.Host = u.Scheme, u.Host, u.Hostname()
+		}
+		p.accounts[name] = t
+		p.order = append(p.order, name)
+	}
+	sort.Strings(p.order)
 	seen := map[string]bool{}
 	for name, list := range r.Deployments {
 		p.names = append(p.names, name)
@@ -99,6 +110,34 @@ func (p *Planner) Names() []string { return p.names }
 
 // Targets returns every distinct target, sorted by id.
 func (p *Planner) Targets() []Target { return p.all }
+
+// Account returns an account's endpoint as a target without a deployment, for calls on the
+// account's own resources (a stored response, a file).
+func (p *Planner) Account(name string) (Target, bool) {
+	t, ok := p.accounts[name]
+	return t, ok
+}
+
+// Accounts returns every account name, those serving the logical deployment first (in its
+// order of priority), then the rest, sorted.
+func (p *Planner) Accounts(first string) []string {
+	out := make([]string, 0, len(p.order))
+	seen := map[string]bool{}
+	for _, g := range p.groups[first] {
+		for _, t := range g {
+			if !seen[t.Account] {
+				seen[t.Account] = true
+				out = append(out, t.Account)
+			}
+		}
+	}
+	for _, a := range p.order {
+		if !seen[a] {
+			out = append(out, a)
+		}
+	}
+	return out
+}
 
 // Groups returns a logical name's targets grouped by priority, in configured order.
 func (p *Planner) Groups(name string) [][]Target { return p.groups[name] }

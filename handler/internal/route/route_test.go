@@ -2,6 +2,7 @@ package route
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,5 +120,29 @@ func TestTargetsWithoutRoomGoLast(t *testing.T) {
 	plan, _ = p.Plan("chat", short{"a/first": true}, time.Now(), 0)
 	if ids(plan.Candidates)[0] != "a/first" {
 		t.Errorf("without a cost estimate the order must not change")
+	}
+}
+
+func TestAccounts(t *testing.T) {
+	r := config.Routing{
+		Accounts: map[string]config.Account{
+			"a": {Endpoint: "https://a.example"}, "b": {Endpoint: "https://b.example:8443"}, "c": {Endpoint: "https://c.example"},
+		},
+		Deployments: map[string][]config.Target{
+			"chat": {{Account: "c", Deployment: "x", Priority: new(1)}, {Account: "b", Deployment: "y", Priority: new(2)}},
+		},
+	}
+	p := New(r)
+	if got := p.Accounts("chat"); strings.Join(got, ",") != "c,b,a" {
+		t.Errorf("Accounts(chat) = %v, want the deployment's accounts by priority, then the rest", got)
+	}
+	if got := p.Accounts("unknown"); strings.Join(got, ",") != "a,b,c" {
+		t.Errorf("Accounts(unknown) = %v", got)
+	}
+	if a, ok := p.Account("b"); !ok || a.Authority != "b.example:8443" || a.Scheme != "https" || a.Deployment != "" {
+		t.Errorf("Account(b) = %+v %v", a, ok)
+	}
+	if _, ok := p.Account("z"); ok {
+		t.Error("unknown account found")
 	}
 }

@@ -35,6 +35,9 @@ type conn struct {
 	br     *bufio.Reader
 	idle   atomic.Bool // waiting for a request; Shutdown may interrupt it
 	header http.Header // the response headers, reused by each request
+	// hijacked: the handler took the connection over (response.Hijack); from then on the
+	// connection, its read buffer and the bytes in it are the handler's.
+	hijacked bool
 
 	// The caller-left watch of the request in flight (see watch).
 	watchMu    sync.Mutex
@@ -54,11 +57,17 @@ func (c *conn) serve() {
 	c.br = readers.Get().(*bufio.Reader)
 	c.br.Reset(&c.r)
 	defer func() {
-		c.nc.Close()
-		c.s.forget(c)
 		if c.watchTimer != nil {
 			c.watchTimer.Stop()
 		}
+		if c.hijacked {
+			// The handler has returned (serveOne took it off the server's books); the
+			// connection and its reader went with the hijack and are not the server's to close
+			// or reuse.
+			return
+		}
+		c.nc.Close()
+		c.s.forget(c)
 		c.br.Reset(nil)
 		readers.Put(c.br)
 	}()
@@ -155,6 +164,11 @@ func (c *conn) serveOne() (keep bool) {
 	b.w = w
 	c.arm(cancel, b.eof)
 	aborted := c.handle(w, req)
+	if c.hijacked {
+		cancel(nil)
+		c.s.hijackDone(c)
+		return false
+	}
 	c.disarm()
 	cancel(nil)
 	if aborted || w.err != nil || c.isGone() {

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -36,6 +37,7 @@ type response struct {
 	err          error
 	readDeadline bool // the handler set a read deadline that is still on the connection
 	ended        bool // EndBody sent the whole response
+	hijacked     bool // the handler took the connection over
 }
 
 // holdLimit is how much of a body of unknown length is held back to send it with an exact
@@ -57,7 +59,7 @@ func (w *response) Header() http.Header { return w.header }
 func (w *response) bodyDone() bool { return w.body.eof }
 
 func (w *response) WriteHeader(code int) {
-	if w.wroteHeader {
+	if w.wroteHeader || w.hijacked {
 		return
 	}
 	if code < 200 || code > 999 {
@@ -82,6 +84,9 @@ func (w *response) WriteHeader(code int) {
 }
 
 func (w *response) Write(p []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -118,6 +123,9 @@ func (w *response) Write(p []byte) (int, error) {
 
 // FlushError sends what is written so far; http.ResponseController.Flush calls it.
 func (w *response) FlushError() error {
+	if w.hijacked {
+		return http.ErrHijacked
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -154,6 +162,9 @@ func (w *response) Flush() { _ = w.FlushError() }
 // cleared when asked, whatever the body's state: left in place it would end the watch for the
 // caller leaving.
 func (w *response) SetReadDeadline(t time.Time) error {
+	if w.hijacked {
+		return http.ErrHijacked
+	}
 	if t.IsZero() {
 		if !w.readDeadline {
 			return nil
@@ -167,7 +178,60 @@ func (w *response) SetReadDeadline(t time.Time) error {
 	w.readDeadline = true
 	return w.c.nc.SetReadDeadline(t)
 }
-func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
+func (w *response) SetWriteDeadline(t time.Time) error {
+	if w.hijacked {
+		return http.ErrHijacked
+	}
+	return w.c.nc.SetWriteDeadline(t)
+}
+
+// Errors of a Hijack the server cannot grant.
+var (
+	errHijackStarted = errors.New("server: Hijack after the response was started")
+	errHijackBody    = errors.New("server: Hijack before the request body was read to its end")
+)
+
+// Hijack implements http.Hijacker, for a handler that switches the connection to another
+// protocol (the Realtime API's WebSocket relay). It is refused once the response has begun
+// (WriteHeader or Write called), while the request's body has not been read to its end (its
+// bytes would be taken for the new protocol's), and after the caller left. The handler gets the
+// connection with its deadlines cleared, and a reader that hands out first what the server had
+// already read from the connection: bytes that came with the request's head, and any that the
+// caller-left watch read while the request ran (a client that sends before it has the answer).
+// A handler that reads the connection directly instead must take those from the reader first,
+// as with net/http.
+//
+// From then on the connection is the handler's. The caller-left watch is stopped (so a caller
+// that closes no longer cancels the request's context: the handler sees it on the connection),
+// and the server never sets its deadlines, writes to it, closes it, or counts it among its
+// connections, before or after the handler returns. It keeps only the request's context:
+// Shutdown and Close cancel it with ErrServerClosed as the cause, and Shutdown waits for the
+// handler to return like any request in flight.
+func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c := w.c
+	switch {
+	case w.hijacked:
+		return nil, nil, http.ErrHijacked
+	case w.wroteHeader:
+		return nil, nil, errHijackStarted
+	case !w.body.eof:
+		return nil, nil, errHijackBody
+	}
+	c.disarm() // waits for a watch read in progress; what it read stays for the reader
+	if c.isGone() {
+		return nil, nil, errCallerLeft
+	}
+	if err := c.nc.SetDeadline(time.Time{}); err != nil {
+		return nil, nil, err
+	}
+	c.watchMu.Lock()
+	cancel := c.cancel
+	c.watchMu.Unlock()
+	w.hijacked, w.readDeadline, c.hijacked = true, false, true
+	c.s.hijack(c, cancel)
+	// c.br reads through the connection's reader, which hands out the watch's bytes first.
+	return c.nc, bufio.NewReadWriter(c.br, bufio.NewWriter(c.nc)), nil
+}
 
 // finish completes the response after the handler returned, unless EndBody already did.
 func (w *response) finish() {

@@ -3,8 +3,12 @@
 // it refuses every request-smuggling shape (compare_test.go: net/http's server answers a request
 // smuggled behind a CL.TE request on a kept connection); its cost per request is about the same
 // (BenchmarkServers). Requests are read by the wire package; handlers are ordinary
-// http.Handlers. What it leaves out: HTTP/2, TLS, Hijack and content sniffing, none of which a
-// custom handler needs.
+// http.Handlers. What it leaves out: HTTP/2, TLS and content sniffing, none of which a custom
+// handler needs.
+//
+// A handler may take the connection over with http.Hijacker (the Realtime API's WebSocket relay
+// does, after its backend has switched protocols): see response.Hijack for what it is handed
+// and what the server stops doing for that connection.
 //
 // A caller that leaves is noticed: once a request's body has been read, the connection is
 // watched (after WatchAfter, so answers that come back at once never pay for it), and a close
@@ -43,8 +47,11 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
-	closing   atomic.Bool
-	done      chan struct{} // closed by Shutdown or Close
+	// hijacked are the connections whose handlers took them over and are still running, with
+	// the cancel function of each one's request context.
+	hijacked map[*conn]context.CancelCauseFunc
+	closing  atomic.Bool
+	done     chan struct{} // closed by Shutdown or Close
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -61,6 +68,7 @@ func (s *Server) init() {
 	if s.listeners == nil {
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
+		s.hijacked = map[*conn]context.CancelCauseFunc{}
 		s.done = make(chan struct{})
 	}
 }
@@ -111,7 +119,11 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Shutdown stops accepting, closes idle connections, lets requests in flight finish (their
-// connections close after the response), and returns when none is left or ctx ends.
+// connections close after the response), and returns when none is left or ctx ends. A handler
+// that hijacked its connection has its request context cancelled with ErrServerClosed as the
+// cause, so that it can end what it relays its own way (a WebSocket close frame), and Shutdown
+// waits for it to return as it waits for any request in flight; the connection itself is the
+// handler's to close.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.stop()
@@ -129,7 +141,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close stops accepting and closes every connection at once.
+// Close stops accepting and closes every connection at once. Hijacked connections are their
+// handlers': Close cancels those handlers' request contexts (cause ErrServerClosed) and does not
+// wait for them.
 func (s *Server) Close() error {
 	s.init()
 	s.stop()
@@ -151,11 +165,15 @@ func (s *Server) stop() {
 	for ln := range s.listeners {
 		ln.Close()
 	}
+	for _, cancel := range s.hijacked {
+		cancel(ErrServerClosed)
+	}
 }
 
 // wakeIdle interrupts the wait of every idle connection, which then sees the server closing and
-// ends, and reports how many connections are left. It is repeated until none is: a connection
-// that turns idle just after being passed over is caught by the next round.
+// ends, and reports how many connections (and handlers of hijacked ones) are left. It is
+// repeated until none is: a connection that turns idle just after being passed over is caught by
+// the next round.
 func (s *Server) wakeIdle() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -164,7 +182,27 @@ func (s *Server) wakeIdle() int {
 			_ = c.nc.SetReadDeadline(aLongTimeAgo)
 		}
 	}
-	return len(s.conns)
+	return len(s.conns) + len(s.hijacked)
+}
+
+// hijack hands c over to its handler: the server no longer closes it, sets its deadlines or
+// counts it as a connection; it keeps only the request's cancel function, to tell the handler
+// when the server shuts down (at once, if it already is).
+func (s *Server) hijack(c *conn, cancel context.CancelCauseFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	s.hijacked[c] = cancel
+	if s.closing.Load() {
+		cancel(ErrServerClosed)
+	}
+}
+
+// hijackDone forgets a hijacked connection whose handler has returned.
+func (s *Server) hijackDone(c *conn) {
+	s.mu.Lock()
+	delete(s.hijacked, c)
+	s.mu.Unlock()
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {

@@ -1090,3 +1090,188 @@ func (c *rawConn) expectClosed(t *testing.T) {
 		t.Fatalf("connection not closed: read %d bytes, %v", n, err)
 	}
 }
+
+// hijackAndSwitch takes the connection over and sends a 101, as a protocol switch does.
+func hijackAndSwitch(t *testing.T, w http.ResponseWriter) (net.Conn, *bufio.ReadWriter) {
+	nc, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		t.Errorf("Hijack: %v", err)
+		return nil, nil
+	}
+	rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+	if err := rw.Flush(); err != nil {
+		t.Errorf("writing the 101: %v", err)
+	}
+	return nc, rw
+}
+
+// readSwitch reads a 101 head from c and fails unless that is what came.
+func (c *rawConn) readSwitch(t *testing.T) {
+	t.Helper()
+	line, err := c.br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 101 ") {
+		t.Fatalf("status line %q, %v", line, err)
+	}
+	for {
+		line, err = c.br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == "\r\n" {
+			return
+		}
+	}
+}
+
+// TestHijack: the handler gets the connection with every byte the server had read past the
+// request (here read by the caller-left watch, which had started), the watch no longer
+// cancels the request when the caller closes, and the server stops counting the connection.
+func TestHijack(t *testing.T) {
+	type ended struct {
+		ctxErr error
+		conns  int
+	}
+	done := make(chan ended, 1)
+	var ts *testServer
+	ts = start(t, &Server{WatchAfter: watchAfter, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(5 * watchAfter) // the watch is reading the connection by now
+		nc, rw := hijackAndSwitch(t, w)
+		if nc == nil {
+			return
+		}
+		defer nc.Close()
+		ts.mu.Lock()
+		conns, hijacked := len(ts.conns), len(ts.hijacked)
+		ts.mu.Unlock()
+		if conns != 0 || hijacked != 1 {
+			t.Errorf("after Hijack the server counts %d connections and %d hijacked, want 0 and 1", conns, hijacked)
+		}
+		for {
+			line, err := rw.ReadString('\n')
+			if err != nil {
+				done <- ended{r.Context().Err(), conns}
+				return
+			}
+			rw.WriteString("echo: " + line)
+			rw.Flush()
+		}
+	})})
+	c := dial(t, ts.addr)
+	// "first" comes with the head (the request reader buffers it); "early" comes while the
+	// handler runs, before the switch (the watch reads it).
+	c.send(t, "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nfirst\n")
+	time.Sleep(2 * watchAfter)
+	c.send(t, "early\n")
+	c.readSwitch(t)
+	for _, want := range []string{"first", "early", "later"} {
+		if want == "later" {
+			c.send(t, "later\n")
+		}
+		if got, err := c.br.ReadString('\n'); err != nil || got != "echo: "+want+"\n" {
+			t.Fatalf("got %q, %v; want the echo of %q", got, err, want)
+		}
+	}
+	c.Close()
+	select {
+	case e := <-done:
+		if e.ctxErr != nil {
+			t.Fatalf("the request's context ended (%v) when the caller closed a hijacked connection", e.ctxErr)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler did not see the caller close")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for ts.wakeIdle() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the hijacked connection is still counted after its handler returned")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestHijackRefused(t *testing.T) {
+	results := make(chan string, 3)
+	ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		switch r.URL.Path {
+		case "/started":
+			w.WriteHeader(http.StatusOK)
+			_, _, err := rc.Hijack()
+			results <- fmt.Sprint(errors.Is(err, errHijackStarted))
+		case "/body":
+			_, _, err := rc.Hijack()
+			results <- fmt.Sprint(errors.Is(err, errHijackBody))
+			io.Copy(io.Discard, r.Body)
+		case "/twice":
+			nc, _, err := rc.Hijack()
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			defer nc.Close()
+			_, _, err2 := rc.Hijack()
+			_, err3 := w.Write([]byte("x"))
+			results <- fmt.Sprint(errors.Is(err2, http.ErrHijacked) && errors.Is(err3, http.ErrHijacked))
+		}
+	})})
+	c := dial(t, ts.addr)
+	c.send(t, "GET /started HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := c.read(t, "GET"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	c.send(t, "POST /body HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+	c.send(t, "3\r\nabc\r\n0\r\n\r\n")
+	c.read(t, "POST")
+	c.send(t, "GET /twice HTTP/1.1\r\nHost: h\r\n\r\n")
+	for _, what := range []string{"after the response started", "with the body unread", "twice, or a write after it"} {
+		if got := <-results; got != "true" {
+			t.Fatalf("Hijack %s: %s", what, got)
+		}
+	}
+}
+
+// TestShutdownWithHijackedConnection: Shutdown tells a hijacked connection's handler through its
+// context (cause ErrServerClosed), leaves the connection to it (the handler still writes its
+// goodbye), and returns once the handler has.
+func TestShutdownWithHijackedConnection(t *testing.T) {
+	for _, how := range []string{"Shutdown", "Close"} {
+		t.Run(how, func(t *testing.T) {
+			switched := make(chan struct{})
+			returned := make(chan time.Time, 1)
+			ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				defer func() { returned <- time.Now() }()
+				nc, rw := hijackAndSwitch(t, w)
+				if nc == nil {
+					return
+				}
+				defer nc.Close()
+				close(switched)
+				<-r.Context().Done()
+				time.Sleep(50 * time.Millisecond) // a goodbye that takes a while
+				rw.WriteString("bye: " + context.Cause(r.Context()).Error() + "\n")
+				rw.Flush()
+			})})
+			c := dial(t, ts.addr)
+			c.send(t, "GET /ws HTTP/1.1\r\nHost: h\r\n\r\n")
+			c.readSwitch(t)
+			<-switched
+			var shutDone time.Time
+			if how == "Shutdown" {
+				if err := ts.Shutdown(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				shutDone = time.Now()
+			} else if err := ts.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := c.br.ReadString('\n'); err != nil || got != "bye: "+ErrServerClosed.Error()+"\n" {
+				t.Fatalf("got %q, %v; want the handler's goodbye", got, err)
+			}
+			c.expectClosed(t)
+			ret := <-returned
+			if how == "Shutdown" && shutDone.Before(ret) {
+				t.Fatal("Shutdown returned before the hijacked connection's handler did")
+			}
+		})
+	}
+}

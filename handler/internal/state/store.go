@@ -42,8 +42,9 @@ type Store interface {
 
 // MemoryStore is a Store for one process: state is not shared with other instances.
 type MemoryStore struct {
-	mu    sync.Mutex
-	marks map[string]Mark
+	mu     sync.Mutex
+	marks  map[string]Mark
+	owners map[string]ownerRecord
 }
 
 // NewMemoryStore returns an empty MemoryStore.

@@ -94,6 +94,37 @@ func storeContract(t *testing.T, newStore func(partition string) Store) {
 	ctx := context.Background()
 	base := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 
+	t.Run("owners: written, read, replaced, expired, apart from marks", func(t *testing.T) {
+		ctx := context.Background()
+		st := newStore("own")
+		os, ok := st.(OwnerStore)
+		if !ok {
+			t.Fatalf("%T keeps no owners", st)
+		}
+		now := time.Now().UTC().Truncate(time.Second)
+		if _, found, err := os.GetOwner(ctx, "resp_unknown", now); err != nil || found {
+			t.Fatalf("unknown id: %v %v", found, err)
+		}
+		must(t, os.PutOwner(ctx, "resp_1", "swc", now.Add(time.Hour)))
+		must(t, os.PutOwner(ctx, "conv_1", "frc", now.Add(time.Hour)))
+		if a, found, err := os.GetOwner(ctx, "resp_1", now); err != nil || !found || a != "swc" {
+			t.Fatalf("resp_1: %q %v %v", a, found, err)
+		}
+		must(t, os.PutOwner(ctx, "resp_1", "frc", now.Add(time.Hour)))
+		if a, _, _ := os.GetOwner(ctx, "resp_1", now); a != "frc" {
+			t.Fatalf("replaced: %q", a)
+		}
+		if _, found, _ := os.GetOwner(ctx, "conv_1", now.Add(2*time.Hour)); found {
+			t.Fatal("an expired record is found")
+		}
+		if marks, err := st.List(ctx); err != nil || len(marks) != 0 {
+			t.Fatalf("owners read as marks: %v %v", marks, err)
+		}
+		other := newStore("other").(OwnerStore)
+		if _, found, _ := other.GetOwner(ctx, "resp_1", now); found {
+			t.Fatal("partitions share owners")
+		}
+	})
 	t.Run("merge keeps the later deadlines", func(t *testing.T) {
 		s := newStore("p1")
 		must(t, s.Merge(ctx, Mark{Target: "swc/micro", ThrottledUntil: base.Add(30 * time.Second), Status: 429, Reason: "first", Instance: "a", Updated: base}))

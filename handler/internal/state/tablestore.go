@@ -231,3 +231,53 @@ func wrap(op string, err error) error {
 	}
 	return fmt.Errorf("state table: %s: %w", op, err)
 }
+
+// ownerEntity records which account owns a stateful resource. Owners live in a partition of
+// their own beside the marks', so that reading the marks never reads them.
+type ownerEntity struct {
+	PartitionKey string
+	RowKey       string
+	Account      string
+	Expires      string
+}
+
+func (s *TableStore) ownerPartition() string { return s.partition + "-owners" }
+
+// ownerKey makes an id usable as a RowKey, which may not hold '/', '\', '#' or '?'; the
+// service's ids never do.
+func ownerKey(id string) string {
+	return strings.NewReplacer("/", "|", "\\", "|", "#", "|", "?", "|").Replace(id)
+}
+
+// PutOwner writes (or replaces) the record of id's owner.
+func (s *TableStore) PutOwner(ctx context.Context, id, account string, expires time.Time) error {
+	b, err := json.Marshal(ownerEntity{PartitionKey: s.ownerPartition(), RowKey: ownerKey(id), Account: account, Expires: formatTime(expires)})
+	if err != nil {
+		return err
+	}
+	if _, err := s.client.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeReplace}); err != nil {
+		return wrap("write owner", err)
+	}
+	return nil
+}
+
+// GetOwner reads the record of id's owner: one point read. An expired record is not found
+// (and is deleted, so that the table does not keep what nobody can use).
+func (s *TableStore) GetOwner(ctx context.Context, id string, now time.Time) (string, bool, error) {
+	resp, err := s.client.GetEntity(ctx, s.ownerPartition(), ownerKey(id), nil)
+	if err != nil {
+		if hasCode(err, http.StatusNotFound, "") {
+			return "", false, nil
+		}
+		return "", false, wrap("read owner", err)
+	}
+	var e ownerEntity
+	if err := json.Unmarshal(resp.Value, &e); err != nil {
+		return "", false, fmt.Errorf("read owner: %w", err)
+	}
+	if exp := parseTime(e.Expires); !now.Before(exp) {
+		_, _ = s.client.DeleteEntity(ctx, s.ownerPartition(), ownerKey(id), nil)
+		return "", false, nil
+	}
+	return e.Account, e.Account != "", nil
+}
