@@ -258,12 +258,14 @@ func TestHeadersFiltered(t *testing.T) {
 	tg := newGateway(t, nil, b1)
 	resp, _ := tg.post(t, chatPath, `{}`,
 		"Api-Key", "caller-secret", "Authorization", "Bearer caller-token", "Cookie", "c=1",
-		"X-Custom", "kept", "Connection", "X-Drop", "X-Drop", "gone", "Te", "trailers", "Proxy-Authorization", "p")
+		"X-Custom", "kept", "Connection", "X-Drop", "X-Drop", "gone", "Te", "trailers", "Proxy-Authorization", "p",
+		"X-Azure-Functions-HostVersion", "4.1", "X-Azure-Functions-InvocationId", "i", "x-ms-invocation-id", "i", "X-Gateway-Deployment", "chat")
 	got := b1.requests()[0].header
 	if v := got.Get("Api-Key"); v != "backend-key-a1" {
 		t.Errorf("backend api-key %q", v)
 	}
-	for _, h := range []string{"Authorization", "Cookie", "X-Drop", "Te", "Proxy-Authorization"} {
+	for _, h := range []string{"Authorization", "Cookie", "X-Drop", "Te", "Proxy-Authorization",
+		"X-Azure-Functions-HostVersion", "X-Azure-Functions-InvocationId", "X-Ms-Invocation-Id", "X-Gateway-Deployment"} {
 		if got.Get(h) != "" {
 			t.Errorf("%s forwarded: %q", h, got.Get(h))
 		}

@@ -27,7 +27,11 @@ func hopByHop(k string) bool {
 func callerOnly(k string) bool {
 	switch k {
 	case "Api-Key", "Authorization", "Cookie", "Ocp-Apim-Subscription-Key",
-		"Host", "Content-Length", "Expect":
+		"Host", "Content-Length", "Expect",
+		// The Functions host's own invocation headers mean nothing to a backend.
+		"X-Azure-Functions-Hostversion", "X-Azure-Functions-Invocationid", "X-Ms-Invocation-Id",
+		// The gateway's own routing header.
+		"X-Gateway-Deployment":
 		return true
 	}
 	return false

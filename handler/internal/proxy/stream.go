@@ -234,8 +234,10 @@ var (
 	errBadEvent      = errors.New("a stream event's data is not JSON")
 )
 
-// readerPool recycles the stream readers' buffers: one per stream adds up under load.
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+// readerPool recycles the stream readers' buffers: one per stream adds up under load. The
+// transport buffers the connection already; this one holds a line at a time (longer lines are
+// gathered in the event itself).
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<10) }}
 
 func newEventReader(r io.Reader, maxLen int) *eventReader {
 	if maxLen <= 0 {

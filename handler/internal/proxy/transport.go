@@ -36,7 +36,11 @@ func NewTransport(connect time.Duration, proxy func(*http.Request) (*url.URL, er
 		// The attempt's own watchdog bounds the wait for the response head (it depends on the
 		// request: a long completion's head comes only when it is done).
 		ResponseHeaderTimeout: 0,
-		// net/http's 4 KiB read and write buffers: a connection spends its life holding them,
-		// and larger ones cost memory per connection for no measured gain.
+		// A connection holds its buffers for its whole life, and under load there are more
+		// connections than requests in flight (512 concurrent streams kept about 800). A request
+		// is written once (a larger body goes past the buffer), and a response's head and events
+		// are small: 1 and 2 KiB instead of 4 took 512 streams from 69 to 61 MiB.
+		WriteBufferSize: 1 << 10,
+		ReadBufferSize:  2 << 10,
 	}
 }
