@@ -457,8 +457,8 @@ func (g *Gateway) relayRealtime(w http.ResponseWriter, r *http.Request, c *call,
 		session = config.DefaultRealtimeSession
 	}
 	rl := &relay{callerConn: nc, backendConn: a.conn, idle: idle, limit: c.start.Add(session)}
-	rl.up = pipe{src: rw.Reader, dst: backend, srcConn: nc, dstConn: a.conn, mask: true}
-	rl.down = pipe{src: backend, dst: nc, srcConn: a.conn, dstConn: nc}
+	rl.up = pipe{src: rw.Reader, dst: backend, dstConn: a.conn, mask: true}
+	rl.down = pipe{src: backend, dst: nc, dstConn: nc}
 	end := rl.run(r.Context())
 	c.end = g.opt.Now()
 	c.log.broken = end.broken
@@ -490,13 +490,13 @@ type relay struct {
 
 // pipe is one direction of a relay.
 type pipe struct {
-	src              io.Reader
-	dst              io.Writer
-	srcConn, dstConn net.Conn
-	mask             bool // dst is the target: frames the gateway writes to it are masked
-	frames           frameTracker
-	err              error
-	writeFailed      bool // err came from writing to dst
+	src         io.Reader
+	dst         io.Writer
+	dstConn     net.Conn // dst's connection, for deadlines and its half-close
+	mask        bool     // dst is the target: frames the gateway writes to it are masked
+	frames      frameTracker
+	err         error
+	writeFailed bool // err came from writing to dst
 }
 
 // ending is why the gateway ends a session, as told to both sides and to the log.
