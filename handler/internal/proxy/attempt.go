@@ -190,7 +190,11 @@ func (g *Gateway) perform(a *attempt, c *call, deadline time.Time) result {
 		headerStage = waitHeaders
 	}
 	a.watch.start(a.cancel, deadline, headerWait, headerStage)
+	return g.roundTrip(a, req)
+}
 
+// roundTrip sends req for the attempt and reads the response's head into the result.
+func (g *Gateway) roundTrip(a *attempt, req *http.Request) result {
 	resp, err := g.opt.Transport.RoundTrip(req)
 	if err != nil {
 		return result{err: err, cause: context.Cause(a.ctx), sent: req.Header}

@@ -358,18 +358,7 @@ func (g *Gateway) performRealtime(a *attempt, c *call, deadline time.Time) resul
 		return result{noCredential: true}
 	}
 	a.watch.start(a.cancel, deadline, g.opt.Timeouts.FirstByte.D(), waitHeaders)
-	resp, err := g.opt.Transport.RoundTrip(req)
-	if err != nil {
-		return result{err: err, cause: context.Cause(a.ctx), sent: req.Header}
-	}
-	a.resp = resp
-	a.status = resp.StatusCode
-	a.reqID = firstHeader(resp.Header, "Apim-Request-Id", "X-Request-Id")
-	res := result{status: resp.StatusCode, header: resp.Header, sent: req.Header}
-	if resp.StatusCode == http.StatusNotFound {
-		res.deploymentMissing = deploymentMissing(resp)
-	}
-	return res
+	return g.roundTrip(a, req)
 }
 
 // answerRealtime passes on a target's refusal of the handshake that is the caller's (a 400 for
