@@ -21,7 +21,8 @@ type answer struct {
 	completion int
 	finish     string
 	fault      fault
-	inputs     int // embeddings: how many inputs
+	inputs     int   // embeddings: how many inputs
+	turn       *turn // responses: the turn as the account's state knows it
 }
 
 func (a *answer) token(i int) string { return words[i%len(words)] + " " }
@@ -68,7 +69,8 @@ func promptFilter() []any {
 
 func (a *answer) usage() map[string]any {
 	if a.op.kind == "responses" {
-		return map[string]any{"input_tokens": a.prompt, "output_tokens": a.completion, "total_tokens": a.prompt + a.completion}
+		return map[string]any{"input_tokens": a.prompt, "output_tokens": a.completion, "total_tokens": a.prompt + a.completion,
+			"input_tokens_details": map[string]any{"cached_tokens": 0}, "output_tokens_details": map[string]any{"reasoning_tokens": 0}}
 	}
 	return map[string]any{"prompt_tokens": a.prompt, "completion_tokens": a.completion, "total_tokens": a.prompt + a.completion}
 }
@@ -108,10 +110,15 @@ func (a *answer) plain(w http.ResponseWriter, r *http.Request) {
 			"usage": map[string]any{"prompt_tokens": a.prompt, "total_tokens": a.prompt},
 		}
 	case "responses":
-		body = a.response(id, created, "completed")
+		resp := a.response(id, created, "completed")
+		if a.turn != nil {
+			a.sim.state.saveTurn(a.turn, resp, true)
+		}
+		body = resp
 	}
 	b, _ := json.Marshal(body)
 	if a.fault.kind == "cut" {
+		noCompression(w)
 		// Promise the whole body, send half, and break the connection.
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
@@ -133,17 +140,39 @@ func (a *answer) embeddings() []any {
 	return data
 }
 
+// response is a Responses API response object in the given status.
 func (a *answer) response(id string, created int64, status string) map[string]any {
+	respID, msgID := "resp_"+id, "msg_"+id
+	if a.turn != nil {
+		respID, msgID = a.turn.id, "msg_"+strings.TrimPrefix(a.turn.id, "resp_")
+	}
 	out := []any{}
 	if status == "completed" {
 		out = append(out, map[string]any{
-			"type": "message", "id": "msg_" + id, "status": "completed", "role": "assistant",
-			"content": []any{map[string]any{"type": "output_text", "text": a.text(), "annotations": []any{}}},
+			"type": "message", "id": msgID, "status": "completed", "role": "assistant",
+			"content": []any{map[string]any{"type": "output_text", "text": a.text(), "annotations": []any{}, "logprobs": []any{}}},
 		})
 	}
-	resp := map[string]any{"id": "resp_" + id, "object": "response", "created_at": created, "status": status, "model": a.model, "output": out}
+	resp := map[string]any{"id": respID, "object": "response", "created_at": created, "status": status, "model": a.model, "output": out,
+		"error": nil, "incomplete_details": nil, "instructions": nil, "metadata": map[string]any{}, "parallel_tool_calls": true,
+		"temperature": 1.0, "top_p": 1.0, "tool_choice": "auto", "tools": []any{}, "text": map[string]any{"format": map[string]any{"type": "text"}},
+		"truncation": "disabled", "max_output_tokens": nil, "reasoning": map[string]any{"effort": nil, "summary": nil}, "user": nil,
+		"background": false, "previous_response_id": nil, "conversation": nil, "store": true, "usage": nil}
+	if t := a.turn; t != nil {
+		for k, v := range t.echo {
+			resp[k] = v
+		}
+		resp["background"], resp["store"] = t.background, t.store
+		if t.previous != "" {
+			resp["previous_response_id"] = t.previous
+		}
+		if t.conversation != "" {
+			resp["conversation"] = map[string]any{"id": t.conversation}
+		}
+	}
 	if status == "completed" {
 		resp["usage"] = a.usage()
+		resp["completed_at"] = time.Now().Unix()
 	}
 	return resp
 }
@@ -255,21 +284,30 @@ func (a *answer) streamResponse(ctx context.Context, send func(string) bool, id 
 		b, _ := json.Marshal(fields)
 		return "event: " + typ + "\ndata: " + string(b) + "\n\n"
 	}
-	if !send(event("response.created", map[string]any{"response": a.response(id, created, "in_progress")})) {
+	started := a.response(id, created, "in_progress")
+	msgID := "msg_" + strings.TrimPrefix(started["id"].(string), "resp_")
+	if a.turn != nil {
+		a.sim.state.saveTurn(a.turn, started, false)
+	}
+	if !send(event("response.created", map[string]any{"response": started})) {
 		return
 	}
 	for i := 0; i < a.completion; i++ {
 		if i > 0 && !sleep(ctx, a.dep.cfg.PerToken.d()) {
 			return
 		}
-		if !send(event("response.output_text.delta", map[string]any{"item_id": "msg_" + id, "output_index": 0, "content_index": 0, "delta": a.token(i)})) {
+		if !send(event("response.output_text.delta", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0, "delta": a.token(i)})) {
 			return
 		}
 		if i == 0 && a.fault.kind == "malformed" && !send("event: response.output_text.delta\ndata: {not json\n\n") {
 			return
 		}
 	}
-	if send(event("response.completed", map[string]any{"response": a.response(id, created, "completed")})) {
+	done := a.response(id, created, "completed")
+	if a.turn != nil {
+		a.sim.state.saveTurn(a.turn, done, true)
+	}
+	if send(event("response.completed", map[string]any{"response": done})) {
 		a.served()
 	}
 }

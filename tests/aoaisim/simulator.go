@@ -4,6 +4,11 @@
 // chunk sequence, latency per token, both auth modes, content-filter and context-length 400s,
 // the 400 OperationNotSupported for an operation the deployment's model does not serve, and
 // injectable faults. It counts what each deployment served and refused.
+//
+// Each Simulator is one account with its own state, as the stateful API keeps it (state.go):
+// stored responses, conversations, files, batches and vector stores live in the account that
+// created them, and another account answers that they do not exist. Images and audio are served
+// on the deployments and the v1 routes (media.go). Every request is recorded (record.go).
 package aoaisim
 
 import (
@@ -13,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -33,6 +39,13 @@ type Config struct {
 	// Region is returned in x-ms-region.
 	Region      string                `json:"region,omitempty"`
 	Deployments map[string]Deployment `json:"deployments"`
+	// Gzip compresses JSON answers for callers that accept gzip, as the service does.
+	Gzip bool `json:"gzip,omitempty"`
+	// MaxRecords is how many requests are recorded (Records): 0 means 2,000, negative none.
+	MaxRecords int `json:"maxRecords,omitempty"`
+	// BackgroundTime is how long a background response stays queued before it completes;
+	// default 1 s.
+	BackgroundTime Duration `json:"backgroundTime,omitempty"`
 }
 
 // Deployment describes one model deployment of the account.
@@ -45,6 +58,9 @@ type Deployment struct {
 	CompletionTokens int      `json:"completionTokens,omitempty"` // tokens an answer has; default 20
 	Fault            string   `json:"fault,omitempty"`
 	ContextWindow    int      `json:"contextWindow,omitempty"` // default 128,000
+	// Quota, if set, applies Azure's admission rules as tests/fleetbench models them (see
+	// quota.go) instead of the default limits.
+	Quota *Quota `json:"quota,omitempty"`
 }
 
 // Duration is a time.Duration written in JSON as "150ms", or as a number of milliseconds.
@@ -88,18 +104,23 @@ type Stats struct {
 
 // Simulator is one simulated account. It is safe for concurrent use.
 type Simulator struct {
-	cfg  Config
-	mu   sync.Mutex
-	deps map[string]*deployment
+	cfg     Config
+	mu      sync.Mutex
+	deps    map[string]*deployment
+	records *recordLog
+	state   *accountState
 }
 
 type deployment struct {
-	cfg    Deployment
-	fault  string
-	tokens []spend // accepted estimated costs in the rolling minute, oldest first
-	reqWin time.Time
-	reqN   int
-	stats  Stats
+	cfg            Deployment
+	fault          string
+	throttledUntil time.Time // Throttle: every request is refused with 429 until then
+	tokens         []spend   // accepted estimated costs in the rolling minute, oldest first
+	reqWin         time.Time
+	reqN           int
+	stats          Stats
+	// limiter is the deployment's admission under cfg.Quota (quota.go); nil without one.
+	limiter *Limiter
 }
 
 type spend struct {
@@ -112,7 +133,10 @@ func New(cfg Config) (*Simulator, error) {
 	if len(cfg.Deployments) == 0 {
 		return nil, fmt.Errorf("aoaisim: no deployments")
 	}
-	s := &Simulator{cfg: cfg, deps: map[string]*deployment{}}
+	if cfg.BackgroundTime <= 0 {
+		cfg.BackgroundTime = Duration(time.Second)
+	}
+	s := &Simulator{cfg: cfg, deps: map[string]*deployment{}, records: newRecordLog(cfg.MaxRecords), state: newAccountState()}
 	for name, d := range cfg.Deployments {
 		if _, err := parseFault(d.Fault); err != nil {
 			return nil, fmt.Errorf("aoaisim: deployment %s: %w", name, err)
@@ -127,6 +151,9 @@ func New(cfg Config) (*Simulator, error) {
 			d.RPM = max(1, d.TPM*6/1000)
 		}
 		s.deps[name] = &deployment{cfg: d, fault: d.Fault}
+		if d.Quota != nil && (d.TPM > 0 || d.RPM > 0) {
+			s.deps[name].limiter = NewLimiter(d.TPM, d.RPM, d.Quota.window(), d.Quota.Empty, time.Now())
+		}
 	}
 	return s, nil
 }
@@ -146,6 +173,17 @@ func (s *Simulator) SetFault(deployment, fault string) {
 	defer s.mu.Unlock()
 	if d := s.deps[deployment]; d != nil {
 		d.fault = fault
+	}
+}
+
+// Throttle makes the deployment refuse every request with the service's 429 for d, with
+// retry-after (and retry-after-ms) saying how long is left; d <= 0 lifts it. It is the way to
+// force 429s whatever the request costs; the quotas (TPM, RPM) make them by usage.
+func (s *Simulator) Throttle(deployment string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if dep := s.deps[deployment]; dep != nil {
+		dep.throttledUntil = time.Now().Add(d)
 	}
 }
 
@@ -177,28 +215,58 @@ func (s *Simulator) count(d *deployment, f func(*Stats)) {
 
 // operation is what a request asks for.
 type operation struct {
-	kind       string // chat, completions, embeddings, responses
+	kind       string // chat, completions, embeddings, responses, images, transcriptions, translations, speech
 	name       string // operation name in 429 messages
 	apiVersion string
+	multipart  bool // the body is a multipart form (its "model" field names the deployment on v1)
 }
 
 var operations = map[string]operation{
-	"chat/completions": {"chat", "ChatCompletions_Create", ""},
-	"completions":      {"completions", "Completions_Create", ""},
-	"embeddings":       {"embeddings", "Embeddings_Create", ""},
-	"responses":        {"responses", "Responses_Create", ""},
+	"chat/completions":     {"chat", "ChatCompletions_Create", "", false},
+	"completions":          {"completions", "Completions_Create", "", false},
+	"embeddings":           {"embeddings", "Embeddings_Create", "", false},
+	"responses":            {"responses", "Responses_Create", "", false},
+	"images/generations":   {"images", "ImageGenerations_Create", "", false},
+	"images/edits":         {"images", "ImageEdits_Create", "", true},
+	"audio/transcriptions": {"transcriptions", "Transcriptions_Create", "", true},
+	"audio/translations":   {"translations", "Translations_Create", "", true},
+	"audio/speech":         {"speech", "Speech_Create", "", false},
 }
 
 const notFoundBody = `{"error":{"code":"404","message":"Resource not found"}}`
 
-// ServeHTTP answers like Azure OpenAI.
+// ServeHTTP answers like Azure OpenAI, and records the request and its answer.
 func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
 	id := newID()
+	rec := &Record{ID: id, At: time.Now(), Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
+		APIKey: r.Header.Get("api-key"), Authorization: r.Header.Get("Authorization"), ContentType: r.Header.Get("Content-Type"),
+		RequestHeader: r.Header.Clone()}
+	s.records.add(rec)
+	rw := &recorder{w: w, log: s.records, rec: rec, gzipOK: s.cfg.Gzip && acceptsGzip(r)}
+	defer rw.finish()
+	w = rw
+	h := w.Header()
 	h.Set("apim-request-id", id)
 	h.Set("x-request-id", id)
 	if s.cfg.Region != "" {
 		h.Set("x-ms-region", s.cfg.Region)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 32<<20))
+	if err != nil {
+		return
+	}
+	rw.body = body
+	path := r.URL.Path
+	apiVersion := r.URL.Query().Get("api-version")
+	// The stateful API and the models list: /openai/v1/{kind}... and /openai/{kind}...?api-version=.
+	if rel, ok := strings.CutPrefix(path, "/openai/v1/"); ok {
+		if s.serveState(w, r, body, rel, "v1") {
+			return
+		}
+	} else if rel, ok := strings.CutPrefix(path, "/openai/"); ok && apiVersion != "" && !strings.HasPrefix(rel, "deployments/") && rel != "responses" {
+		if s.serveState(w, r, body, rel, apiVersion) {
+			return
+		}
 	}
 	if r.Method != http.MethodPost {
 		writeJSON(w, http.StatusNotFound, notFoundBody)
@@ -208,8 +276,6 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var op operation
 	var depName string
 	fromBody := false
-	path := r.URL.Path
-	apiVersion := r.URL.Query().Get("api-version")
 	switch {
 	case strings.HasPrefix(path, "/openai/deployments/"):
 		rest := strings.TrimPrefix(path, "/openai/deployments/")
@@ -236,15 +302,26 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	op.apiVersion = apiVersion
 
 	authKind, authBody := s.authenticate(r)
-	body, err := io.ReadAll(io.LimitReader(r.Body, 32<<20))
-	if err != nil {
-		return
-	}
 	var req map[string]any
-	jsonErr := json.Unmarshal(body, &req)
-	if fromBody && jsonErr == nil {
-		depName, _ = req["model"].(string)
+	var jsonErr error
+	var form *multipart.Form
+	var bodyModel string
+	if op.multipart {
+		form, jsonErr = parseForm(r.Header.Get("Content-Type"), body)
+		if form != nil {
+			defer form.RemoveAll()
+			if v := form.Value["model"]; len(v) > 0 {
+				bodyModel = v[0]
+			}
+		}
+	} else {
+		jsonErr = json.Unmarshal(body, &req)
+		bodyModel, _ = req["model"].(string)
 	}
+	if fromBody {
+		depName = bodyModel
+	}
+	saw(w, depName, bodyModel)
 	if authBody != "" {
 		s.mu.Lock()
 		if d := s.deps[depName]; d != nil {
@@ -259,7 +336,7 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d != nil {
 		d.stats.Requests++
 		d.stats.LastAuth, d.stats.LastPath = authKind, path
-		d.stats.LastModel, _ = req["model"].(string)
+		d.stats.LastModel = bodyModel
 	}
 	s.mu.Unlock()
 	if d == nil {
@@ -271,7 +348,12 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, operationNotSupported(op.kind, d.cfg.Model))
 		return
 	}
-	if jsonErr != nil || req == nil {
+	if op.multipart && jsonErr != nil {
+		s.count(d, func(st *Stats) { st.BadRequest++ })
+		writeJSON(w, http.StatusBadRequest, errorBody("invalid_request_error", "", "Could not parse multipart form: "+jsonErr.Error(), nil))
+		return
+	}
+	if !op.multipart && (jsonErr != nil || req == nil) {
 		s.count(d, func(st *Stats) { st.BadRequest++ })
 		writeJSON(w, http.StatusBadRequest, `{"error":{"code":"BadRequest","message":"Could not parse the request body as a JSON object."}}`)
 		return
@@ -282,6 +364,11 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusBadRequest, `{"error":{"message":"'messages' is a required property","type":"invalid_request_error","param":null,"code":null}}`)
 			return
 		}
+	}
+	if bad := mediaRequestError(op, req, form); bad != "" {
+		s.count(d, func(st *Stats) { st.BadRequest++ })
+		writeJSON(w, http.StatusBadRequest, bad)
+		return
 	}
 
 	faultName := r.Header.Get("x-sim-fault")
@@ -302,7 +389,7 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	prompt, text := estimatePrompt(op.kind, req)
+	prompt, text := estimatePrompt(op.kind, req, form)
 	requested, hasMax := requestedTokens(op.kind, req)
 	if strings.Contains(text, "[[content_filter]]") {
 		s.count(d, func(st *Stats) { st.BadRequest++ })
@@ -315,7 +402,7 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			d.cfg.ContextWindow, prompt+requested, prompt, requested))
 		return
 	}
-	remaining, refusal := s.admit(d, prompt+requested)
+	remaining, refusal := s.admit(d, d.cost(prompt, requested, len(body)))
 	if refusal != nil {
 		s.count(d, func(st *Stats) { st.Throttled++ })
 		refusal.write(w, op)
@@ -326,6 +413,11 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if remaining.requests >= 0 {
 		h.Set("x-ratelimit-remaining-requests", fmt.Sprint(remaining.requests))
+	}
+	switch op.kind {
+	case "images", "transcriptions", "translations", "speech":
+		s.serveMedia(w, r, d, op, req, form, prompt)
+		return
 	}
 
 	completion := d.cfg.CompletionTokens
@@ -342,6 +434,20 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if in, ok := req["input"].([]any); ok {
 		a.inputs = len(in)
 	}
+	if op.kind == "responses" {
+		turn, bad := s.state.beginTurn(req, d.cfg.Model)
+		if bad != "" {
+			s.count(d, func(st *Stats) { st.BadRequest++ })
+			writeJSON(w, http.StatusBadRequest, bad)
+			return
+		}
+		a.turn = turn
+		if turn.background {
+			s.count(d, func(st *Stats) { st.Served++; st.PromptTokens += prompt; st.CompletionTokens += completion })
+			writeJSON(w, http.StatusOK, s.state.startBackground(a, time.Duration(s.cfg.BackgroundTime)+time.Duration(completion)*d.cfg.PerToken.d()))
+			return
+		}
+	}
 	if stream, _ := req["stream"].(bool); stream && op.kind != "embeddings" {
 		inc := false
 		if so, ok := req["stream_options"].(map[string]any); ok {
@@ -355,9 +461,11 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // modelServes reports whether a deployment of model answers an operation, as Azure OpenAI's
 // model table has it: embeddings models (text-embedding-*) only embeddings; the completions
-// models (gpt-35-turbo-instruct, davinci-002, babbage-002) only completions; chat models (gpt-*,
-// the o-series) chat completions and responses, not completions nor embeddings. A model name
-// the simulator does not know (tests use "m") answers every operation.
+// models (gpt-35-turbo-instruct, davinci-002, babbage-002) only completions; image models
+// (dall-e-*, gpt-image-*) only images; speech-to-text models (whisper, *-transcribe)
+// transcriptions and translations; text-to-speech models (tts*, *-tts) only speech; chat models
+// (gpt-*, the o-series) chat completions and responses, not completions nor embeddings. A model
+// name the simulator does not know (tests use "m") answers every operation.
 func modelServes(model, kind string) bool {
 	m := strings.ToLower(model)
 	switch {
@@ -365,6 +473,12 @@ func modelServes(model, kind string) bool {
 		return kind == "embeddings"
 	case strings.Contains(m, "instruct"), m == "davinci-002", m == "babbage-002":
 		return kind == "completions"
+	case strings.HasPrefix(m, "dall-e"), strings.Contains(m, "gpt-image"):
+		return kind == "images"
+	case strings.Contains(m, "whisper"), strings.Contains(m, "transcribe"):
+		return kind == "transcriptions" || kind == "translations"
+	case strings.HasPrefix(m, "tts"), strings.HasSuffix(m, "-tts"):
+		return kind == "speech"
 	case strings.HasPrefix(m, "gpt-"), len(m) > 1 && m[0] == 'o' && m[1] >= '0' && m[1] <= '9':
 		return kind == "chat" || kind == "responses"
 	}
@@ -373,11 +487,22 @@ func modelServes(model, kind string) bool {
 
 // operationNotSupported is the service's 400 for an operation the deployment's model does not
 // serve, e.g. "The embeddings operation does not work with the specified model, gpt-35-turbo."
-// (the responses operation's name is assumed by analogy with the others).
+// (the names of the responses, images and audio operations are assumed by analogy).
 func operationNotSupported(kind, model string) string {
-	name := map[string]string{"chat": "chatCompletion", "completions": "completion", "embeddings": "embeddings", "responses": "responses"}[kind]
+	name := map[string]string{"chat": "chatCompletion", "completions": "completion", "embeddings": "embeddings", "responses": "responses",
+		"images": "imageGeneration", "transcriptions": "audioTranscription", "translations": "audioTranslation", "speech": "audioSpeech"}[kind]
 	msg := fmt.Sprintf("The %s operation does not work with the specified model, %s. Please choose different model and try again. You can learn more about which models can be used with each operation here: https://go.microsoft.com/fwlink/?linkid=2197993.", name, model)
 	b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": "OperationNotSupported", "message": msg}})
+	return string(b)
+}
+
+// errorBody is the OpenAI-style error the v1 API answers with: message, type, param, code.
+func errorBody(typ, code, message string, param any) string {
+	var c any
+	if code != "" {
+		c = code
+	}
+	b, _ := json.Marshal(map[string]any{"error": map[string]any{"message": message, "type": typ, "param": param, "code": c}})
 	return string(b)
 }
 
@@ -439,7 +564,12 @@ func tokenAudience(token string) string {
 }
 
 // estimatePrompt estimates prompt tokens the way Azure's rate limiter does: characters / 4.
-func estimatePrompt(kind string, req map[string]any) (int, string) {
+// For a multipart form (image edits, audio) it is the prompt field's.
+func estimatePrompt(kind string, req map[string]any, form *multipart.Form) (int, string) {
+	if form != nil {
+		text := strings.Join(form.Value["prompt"], " ")
+		return max(1, (len(text)+3)/4), text
+	}
 	var b strings.Builder
 	var collect func(v any)
 	collect = func(v any) {
@@ -461,7 +591,7 @@ func estimatePrompt(kind string, req map[string]any) (int, string) {
 	switch kind {
 	case "chat":
 		collect(req["messages"])
-	case "completions":
+	case "completions", "images":
 		collect(req["prompt"])
 	default:
 		collect(req["input"])
@@ -472,6 +602,10 @@ func estimatePrompt(kind string, req map[string]any) (int, string) {
 
 // requestedTokens is the completion the request may use, for the rate limiter's estimate.
 func requestedTokens(kind string, req map[string]any) (int, bool) {
+	switch kind {
+	case "images", "transcriptions", "translations", "speech":
+		return 0, false
+	}
 	if kind == "embeddings" {
 		return 0, false
 	}
@@ -499,6 +633,12 @@ func (s *Simulator) admit(d *deployment, cost int) (remaining, *refusal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	left := remaining{-1, -1}
+	if now.Before(d.throttledUntil) {
+		return left, &refusal{wait: d.throttledUntil.Sub(now), left: left}
+	}
+	if d.limiter != nil {
+		return d.admitQuota(now, cost)
+	}
 	if d.cfg.TPM <= 0 && d.cfg.RPM <= 0 {
 		return left, nil
 	}

@@ -48,6 +48,9 @@ func run(listen, configPath string) error {
 			return fmt.Errorf("%s: %w", configPath, err)
 		}
 	}
+	if cfg.MaxRecords == 0 {
+		cfg.MaxRecords = -1 // nothing reads the records of the standalone simulator
+	}
 	sim, err := aoaisim.New(cfg)
 	if err != nil {
 		return err
