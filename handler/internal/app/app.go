@@ -20,6 +20,7 @@ import (
 	"golang.org/x/net/http/httpproxy"
 
 	"github.com/aoai-failover/gateway/handler/internal/auth"
+	"github.com/aoai-failover/gateway/handler/internal/budget"
 	"github.com/aoai-failover/gateway/handler/internal/config"
 	"github.com/aoai-failover/gateway/handler/internal/proxy"
 	"github.com/aoai-failover/gateway/handler/internal/route"
@@ -90,6 +91,7 @@ type gateway struct {
 	log      *slog.Logger
 	planner  *route.Planner
 	view     *state.View
+	budgets  *budget.Budgets
 	owners   *state.Owners
 	proxy    *proxy.Gateway
 	front    auth.FrontDoor
@@ -308,6 +310,15 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 		ids = append(ids, t.ID)
 	}
 	instance := instanceName(getenv)
+	// Every app's consumption is counted (for /status); those with a budget are enforced.
+	bopt := budget.Options{Window: config.DefaultBudgetWindow, Apps: map[string]budget.App{}}
+	if b := r.Budgets; b != nil {
+		bopt.Window = b.Window.D()
+		for name, a := range b.Apps {
+			bopt.Apps[name] = budget.App{TokensPerMinute: a.TokensPerMinute, Deployments: a.Deployments}
+		}
+	}
+	budgets := budget.New(bopt)
 	view := state.NewView(state.Options{
 		Targets:         ids,
 		Store:           store,
@@ -320,8 +331,11 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 		SyncInterval:    s.State.Refresh,
 		// A mark may reach no further than the longest wait the gateway itself would set,
 		// plus a few seconds for clocks that differ between instances.
-		MaxAhead: max(r.Throttle.MaxRetryAfter.D(), r.Circuit.Cooldown.D(), r.Circuit.Misconfigured.D()) + clockSkew,
-		Logger:   log,
+		MaxAhead:      max(r.Throttle.MaxRetryAfter.D(), r.Circuit.Cooldown.D(), r.Circuit.Misconfigured.D()) + clockSkew,
+		TokenWindow:   r.Throttle.TokenWindow.D(),
+		RequestWindow: r.Throttle.RequestWindow.D(),
+		Apps:          budgets,
+		Logger:        log,
 	})
 	var ownerStore state.OwnerStore
 	if os, ok := store.Store.(state.OwnerStore); ok && store.shared {
@@ -330,7 +344,7 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 	owners := state.NewOwners(state.OwnersOptions{
 		Store: ownerStore, TTL: r.State.OwnerTTL.D(), MaxCached: r.State.MaxCachedOwners, Logger: log,
 	})
-	p := proxy.New(proxy.Options{
+	popt := proxy.Options{
 		Planner:          planner,
 		Owners:           owners,
 		DefaultLogical:   r.DefaultLogical(),
@@ -344,13 +358,16 @@ func build(s *config.Settings, creds *secrets.Credentials, vault *secrets.VaultK
 		MaxPendingBodies: r.Limits.MaxPendingBodies,
 		MaxEventBytes:    r.Limits.MaxStreamEventBytes,
 		RouteByRemaining: r.Throttle.RouteByRemainingOrDefault(),
+		Admission:        r.Admission,
 		Logger:           log,
 		RequestLog:       out,
 		Tracer:           otel.Tracer,
 		Meter:            otel.Meter,
-	})
+	}
+	popt.Budgets = budgets
+	p := proxy.New(popt)
 	return &gateway{
-		settings: s, log: log, planner: planner, view: view, proxy: p, owners: owners,
+		settings: s, log: log, planner: planner, view: view, proxy: p, owners: owners, budgets: budgets,
 		front:    auth.FrontDoor{ID: s.FrontDoorID},
 		callers:  callers(r, vault, log),
 		cors:     newCORS(r.CORS),

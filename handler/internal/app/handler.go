@@ -135,14 +135,22 @@ func (g *gateway) status(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(map[string]any{
+	doc := map[string]any{
 		"instance":    g.instance,
 		"time":        now.UTC(),
 		"uptime":      now.Sub(g.started).Round(time.Second).String(),
 		"store":       map[string]any{"kind": g.store, "shared": store.Shared, "healthy": store.Healthy, "lastError": store.LastError, "lastSync": store.LastSync},
 		"deployments": deployments,
 		"runtime":     map[string]any{"goroutines": runtime.NumGoroutine(), "heapMiB": mem.HeapInuse >> 20, "inFlight": g.proxy.InFlight()},
-	})
+		"instances":   len(g.view.Others()) + 1,
+	}
+	if q := g.proxy.Queued(); len(q) > 0 {
+		doc["queued"] = q // requests in each logical deployment's admission wait, on this instance
+	}
+	// Each app's consumption in the budget window: this instance's, and for apps with a
+	// budget the fleet's (its own plus what the others last published) and what is left.
+	doc["apps"] = map[string]any{"window": g.budgets.Window().String(), "apps": g.budgets.Status(now)}
+	_ = enc.Encode(doc)
 }
 
 // snapshot is every target's state by id, as routing sees it: a target whose low remaining

@@ -72,8 +72,8 @@ state store <b id="store" class="{{if .Store.Healthy}}store-ok{{else}}store-bad{
 <td>{{if .LastStatus}}{{.LastStatus}} {{.LastReason}}{{end}}</td></tr>
 {{end}}</table>
 {{end}}
-<p class="legend">available: tried in preference order · deprioritised: its last reported remaining tokens or
-requests are too low for a typical request, so it is tried after the targets with room · throttled: it answered
+<p class="legend">available: tried in preference order · deprioritised: by its last reported remaining tokens and
+requests and its refill since, it cannot take a typical request now, so requests pass it over until it can · throttled: it answered
 429, every request skips it until its wait passes · failing: its circuit is open (or it answered 401, 403 or
 404), every request skips it · probing: its cool-down is over, one request at a time tries it</p>
 <script>
@@ -105,7 +105,7 @@ func (g *gateway) statusHTML(w http.ResponseWriter, now time.Time) {
 				}
 				if st.State == state.StateDeprioritised {
 					// The remaining tokens and requests columns say which budget ran low.
-					pt.Note = "low remaining budget: tried after the others"
+					pt.Note = "low remaining budget: passed over until it refills"
 				}
 				d.Targets = append(d.Targets, pt)
 			}

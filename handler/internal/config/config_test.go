@@ -228,3 +228,50 @@ func TestLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestCapacitySettings: the quota windows, the admission wait and the app budgets, their
+// defaults and every problem with them.
+func TestCapacitySettings(t *testing.T) {
+	with := func(extra string) string { return strings.Replace(validDoc, `"clients"`, extra+`, "clients"`, 1) }
+	r, probs := ParseRouting([]byte(with(`"admission": {"chat": {"maxWait": "2s"}}, "budgets": {"apps": {"app-a": {"tokensPerMinute": 100000, "deployments": {"chat": 50000}}}}`)))
+	if len(probs) > 0 {
+		t.Fatalf("problems: %v", probs)
+	}
+	if a := r.Admission["chat"]; a.MaxWait.D() != 2*time.Second || a.MaxQueued != DefaultMaxQueued || a.MaxQueuedBytes != DefaultMaxQueuedBytes {
+		t.Errorf("admission %+v", a)
+	}
+	if b := r.Budgets; b.Window.D() != time.Minute || b.Apps["app-a"].TokensPerMinute != 100000 || b.Apps["app-a"].Deployments["chat"] != 50000 {
+		t.Errorf("budgets %+v", b)
+	}
+	if r.Throttle.TokenWindow.D() != time.Minute || r.Throttle.RequestWindow.D() != 10*time.Second {
+		t.Errorf("windows %+v", r.Throttle)
+	}
+	r, probs = ParseRouting([]byte(with(`"throttle": {"tokenWindow": "10s", "requestWindow": "1666ms"}`)))
+	if len(probs) > 0 || r.Throttle.TokenWindow.D() != 10*time.Second || r.Throttle.RequestWindow.D() != 1666*time.Millisecond {
+		t.Errorf("scaled windows: %v %+v", probs, r.Throttle)
+	}
+	for _, tc := range []struct{ name, extra, want string }{
+		{"admission for an unknown deployment", `"admission": {"nope": {"maxWait": "2s"}}`, `admission.nope: "nope" is not a logical deployment`},
+		{"admission without maxWait", `"admission": {"chat": {"maxQueued": 5}}`, "admission.chat.maxWait: required"},
+		{"admission wait too long", `"admission": {"chat": {"maxWait": "10m"}}`, "admission.chat.maxWait: 10m0s exceeds timeouts.request"},
+		{"admission bad count", `"admission": {"chat": {"maxWait": "1s", "maxQueued": -1}}`, "admission.chat.maxQueued: -1 is out of range"},
+		{"admission few bytes", `"admission": {"chat": {"maxWait": "1s", "maxQueuedBytes": 10}}`, "admission.chat.maxQueuedBytes: 10 is below"},
+		{"admission unknown field", `"admission": {"chat": {"maxWait": "1s", "wait": "1s"}}`, "admission.chat.wait: unknown field"},
+		{"budgets without apps", `"budgets": {}`, "budgets.apps: name at least one app"},
+		{"budget with nothing", `"budgets": {"apps": {"a": {}}}`, "budgets.apps.a: set tokensPerMinute, deployments, or both"},
+		{"budget negative", `"budgets": {"apps": {"a": {"tokensPerMinute": -5}}}`, "budgets.apps.a.tokensPerMinute: -5 must not be negative"},
+		{"budget unknown deployment", `"budgets": {"apps": {"a": {"deployments": {"nope": 5}}}}`, `budgets.apps.a.deployments.nope: "nope" is not a logical deployment`},
+		{"budget zero on a deployment", `"budgets": {"apps": {"a": {"deployments": {"chat": 0}}}}`, "budgets.apps.a.deployments.chat: 0 must be a positive number"},
+		{"budget window", `"budgets": {"window": "100ms", "apps": {"a": {"tokensPerMinute": 5}}}`, "budgets.window: must be a duration string in 1s..1h"},
+		{"budget shape slip", `"budgets": {"app-a": {"tokensPerMinute": 5}}`, "budgets.app-a: unknown field"},
+		{"token window out of range", `"throttle": {"tokenWindow": "2h"}`, "throttle.tokenWindow: 2h0m0s is out of range"},
+		{"request window bad", `"throttle": {"requestWindow": "soon"}`, "throttle.requestWindow: must be a positive duration"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, probs := ParseRouting([]byte(with(tc.extra)))
+			if all := strings.Join(probs, "\n"); !strings.Contains(all, tc.want) {
+				t.Errorf("problems do not mention %q:\n%s", tc.want, all)
+			}
+		})
+	}
+}

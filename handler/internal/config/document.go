@@ -24,6 +24,41 @@ type Routing struct {
 	CORS *CORS `json:"cors"`
 	// State configures what the gateway remembers of stateful resources.
 	State StateSettings `json:"state"`
+	// Admission lets requests of the named logical deployments wait briefly, in a bounded FIFO
+	// queue, for a target to free up instead of getting 429 at once. Opt-in per logical name.
+	Admission map[string]Admission `json:"admission"`
+	// Budgets gives apps (as authentication names them) tokens-per-minute budgets, enforced
+	// across the fleet through the shared state.
+	Budgets *Budgets `json:"budgets"`
+}
+
+// Admission is one logical deployment's admission wait: when every target is throttled (or its
+// quota is known to be spent) and the soonest frees within MaxWait, a request waits for it.
+type Admission struct {
+	// MaxWait is the longest a request waits for a target, counted from its first wait; a
+	// target that frees later means 429 at once. Required, at most timeouts.request.
+	MaxWait Duration `json:"maxWait"`
+	// MaxQueued bounds the requests waiting at once on this instance. Default 1000.
+	MaxQueued int `json:"maxQueued"`
+	// MaxQueuedBytes bounds the request bodies those waiting requests hold. Default 64 MiB.
+	MaxQueuedBytes int64 `json:"maxQueuedBytes"`
+}
+
+// Budgets are the apps' token budgets.
+type Budgets struct {
+	// Window is the "minute" of tokensPerMinute: consumption is counted over a sliding window of
+	// this length. Default 1m; a setting so that a time-scaled benchmark measures the same design.
+	Window Duration `json:"window"`
+	// Apps maps an app's name (a client key's app name, or an Entra identity's) to its budget.
+	Apps map[string]AppBudget `json:"apps"`
+}
+
+// AppBudget is one app's budget: overall, per logical deployment, or both.
+type AppBudget struct {
+	// TokensPerMinute bounds the app's tokens across every logical deployment; 0: no overall bound.
+	TokensPerMinute int64 `json:"tokensPerMinute"`
+	// Deployments bounds the app's tokens per minute on each named logical deployment.
+	Deployments map[string]int64 `json:"deployments"`
 }
 
 // CORS lets browser apps on the named origins call the gateway.
@@ -150,9 +185,17 @@ type Throttle struct {
 	DefaultRetryAfter Duration `json:"defaultRetryAfter"`
 	// MaxRetryAfter caps any wait a target asks for (Azure can say "retry after 86400 seconds").
 	MaxRetryAfter Duration `json:"maxRetryAfter"`
-	// RouteByRemaining: a target whose last x-ratelimit-remaining-tokens/-requests cannot
-	// absorb the request's estimated cost is tried after those that can. Default true.
+	// RouteByRemaining: a target the quota model (its last x-ratelimit-remaining-tokens and
+	// -requests, less what was sent it since, plus its refill) says cannot admit the request's
+	// estimated cost now is passed over until it can, as a throttled one is. Default true.
 	RouteByRemaining *bool `json:"routeByRemaining"`
+	// TokenWindow is the window over which a target's token limit frees up (Azure OpenAI's
+	// limits are per minute): the quota model refills a target's tokens at limit/TokenWindow per
+	// second. Default 1m; a setting so that a time-scaled benchmark measures the same design.
+	TokenWindow Duration `json:"tokenWindow"`
+	// RequestWindow is the window a target's x-ratelimit-remaining-requests counts in (Azure
+	// evaluates requests per minute in 10-second buckets of RPM/6). Default 10s.
+	RequestWindow Duration `json:"requestWindow"`
 }
 
 // RouteByRemainingOrDefault is RouteByRemaining, true when absent.
@@ -211,6 +254,11 @@ const (
 	DefaultCORSMaxAge          = 10 * time.Minute
 	DefaultOwnerTTL            = 30 * 24 * time.Hour
 	DefaultMaxCachedOwners     = 100_000
+	DefaultTokenWindow         = time.Minute
+	DefaultRequestWindow       = 10 * time.Second
+	DefaultMaxQueued           = 1000
+	DefaultMaxQueuedBytes      = 64 << 20
+	DefaultBudgetWindow        = time.Minute
 	// FunctionsRequestLimit is the Functions host's hard limit on an HTTP-triggered request.
 	FunctionsRequestLimit = 230 * time.Second
 	// MaxRealtimeSession is the longest a WebSocket connection lasts through Azure Front Door.
@@ -233,6 +281,20 @@ func (r *Routing) applyDefaults() {
 	setDur(&t.RealtimeSession, DefaultRealtimeSession)
 	setDur(&r.Throttle.DefaultRetryAfter, DefaultRetryAfter)
 	setDur(&r.Throttle.MaxRetryAfter, DefaultMaxRetryAfter)
+	setDur(&r.Throttle.TokenWindow, DefaultTokenWindow)
+	setDur(&r.Throttle.RequestWindow, DefaultRequestWindow)
+	for name, a := range r.Admission {
+		if a.MaxQueued == 0 {
+			a.MaxQueued = DefaultMaxQueued
+		}
+		if a.MaxQueuedBytes == 0 {
+			a.MaxQueuedBytes = DefaultMaxQueuedBytes
+		}
+		r.Admission[name] = a
+	}
+	if r.Budgets != nil {
+		setDur(&r.Budgets.Window, DefaultBudgetWindow)
+	}
 	if r.Circuit.Failures == 0 {
 		r.Circuit.Failures = DefaultCircuitFailures
 	}

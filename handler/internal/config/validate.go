@@ -169,6 +169,7 @@ func (r *Routing) validate() []string {
 		{"throttle.defaultRetryAfter", r.Throttle.DefaultRetryAfter}, {"throttle.maxRetryAfter", r.Throttle.MaxRetryAfter},
 		{"circuit.cooldown", r.Circuit.Cooldown}, {"circuit.misconfigured", r.Circuit.Misconfigured},
 		{"secrets.refresh", r.Secrets.Refresh},
+		{"throttle.tokenWindow", r.Throttle.TokenWindow}, {"throttle.requestWindow", r.Throttle.RequestWindow},
 	} {
 		if d.v <= 0 {
 			add(`%s: must be a positive duration string such as "30s"`, d.name)
@@ -203,6 +204,83 @@ func (r *Routing) validate() []string {
 	}
 	if r.Limits.MaxRequestBodyBytes < 1<<10 {
 		add("limits.maxRequestBodyBytes: %d is below the 1 KiB minimum", r.Limits.MaxRequestBodyBytes)
+	}
+	if w := r.Throttle.TokenWindow; w > 0 && (w.D() < time.Second || w.D() > time.Hour) {
+		add("throttle.tokenWindow: %s is out of range 1s..1h", w.D())
+	}
+	if w := r.Throttle.RequestWindow; w > 0 && (w.D() < 100*time.Millisecond || w.D() > time.Hour) {
+		add("throttle.requestWindow: %s is out of range 100ms..1h", w.D())
+	}
+	p = append(p, r.validateAdmission()...)
+	p = append(p, r.validateBudgets()...)
+	return p
+}
+
+// Bounds of the admission and budget settings.
+const (
+	maxQueuedLimit  = 1_000_000
+	minQueuedBytes  = 1 << 10
+	maxAppNameBytes = 256
+)
+
+func (r *Routing) validateAdmission() []string {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	for _, name := range sortedKeys(r.Admission) {
+		a := r.Admission[name]
+		at := "admission." + name
+		if _, ok := r.Deployments[name]; !ok {
+			add("%s: %q is not a logical deployment (known: %s)", at, name, strings.Join(sortedKeys(r.Deployments), ", "))
+		}
+		switch {
+		case a.MaxWait <= 0:
+			add(`%s.maxWait: required, a positive duration string such as "2s"`, at)
+		case r.Timeouts.Request > 0 && a.MaxWait > r.Timeouts.Request:
+			add("%s.maxWait: %s exceeds timeouts.request (%s)", at, a.MaxWait.D(), r.Timeouts.Request.D())
+		}
+		if a.MaxQueued < 1 || a.MaxQueued > maxQueuedLimit {
+			add("%s.maxQueued: %d is out of range 1..%d", at, a.MaxQueued, maxQueuedLimit)
+		}
+		if a.MaxQueuedBytes < minQueuedBytes {
+			add("%s.maxQueuedBytes: %d is below the 1 KiB minimum", at, a.MaxQueuedBytes)
+		}
+	}
+	return p
+}
+
+func (r *Routing) validateBudgets() []string {
+	b := r.Budgets
+	if b == nil {
+		return nil
+	}
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	if b.Window.D() < time.Second || b.Window.D() > time.Hour {
+		add("budgets.window: must be a duration string in 1s..1h, such as \"1m\"")
+	}
+	if len(b.Apps) == 0 {
+		add(`budgets.apps: name at least one app, like {"app-a": {"tokensPerMinute": 100000}}`)
+	}
+	for _, app := range sortedKeys(b.Apps) {
+		a := b.Apps[app]
+		at := "budgets.apps." + app
+		if strings.TrimSpace(app) == "" || len(app) > maxAppNameBytes {
+			add("budgets.apps: an app name must be 1-%d bytes, not blank", maxAppNameBytes)
+		}
+		if a.TokensPerMinute < 0 {
+			add("%s.tokensPerMinute: %d must not be negative", at, a.TokensPerMinute)
+		}
+		if a.TokensPerMinute == 0 && len(a.Deployments) == 0 {
+			add("%s: set tokensPerMinute, deployments, or both", at)
+		}
+		for _, name := range sortedKeys(a.Deployments) {
+			if _, ok := r.Deployments[name]; !ok {
+				add("%s.deployments.%s: %q is not a logical deployment (known: %s)", at, name, name, strings.Join(sortedKeys(r.Deployments), ", "))
+			}
+			if v := a.Deployments[name]; v <= 0 {
+				add("%s.deployments.%s: %d must be a positive number of tokens per minute", at, name, v)
+			}
+		}
 	}
 	return p
 }

@@ -53,6 +53,8 @@ type attempt struct {
 	dur    time.Duration
 	reqID  string
 
+	send state.Send // the attempt's charge on the target, as the quota model counts it
+
 	// Set when the attempt produced a response to commit.
 	resp     *http.Response
 	ctx      context.Context // the attempt's: a child of the caller's, cancelled when it ends
@@ -83,14 +85,15 @@ func (a *attempt) close() {
 	}
 }
 
-// forward tries the plan's targets in order until one gives an answer to commit.
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan route.Plan) {
+// forward tries the plan's targets in order until one gives an answer to commit. done: an
+// answer was committed, or the caller left (nothing more can be written); else no target gave
+// an answer and tried holds this round's attempts, for the gateway's own answer.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan route.Plan) (tried []*attempt, done bool) {
 	// The request's own deadline is a timer on each attempt rather than a context of its own.
 	deadline := c.start.Add(g.opt.Timeouts.Request.D())
 	c.log.skipped = plan.Skipped
-	c.log.attempts = c.log.firstAttempts[:0]
 	var triedFirst [2]*attempt
-	tried := triedFirst[:0]
+	tried = triedFirst[:0]
 	for _, t := range plan.Candidates {
 		if !g.opt.State.Acquire(t.ID, g.opt.Now()) {
 			// Another request holds the one probe of this half-open target.
@@ -107,10 +110,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 		switch a.verdict {
 		case commit:
 			g.commit(w, r.Context(), c, a, len(c.log.attempts))
-			return
+			return tried, true
 		case stop:
 			c.log.status = 499 // the caller is gone; nothing can be written
-			return
+			return tried, true
 		}
 		if !g.opt.Now().Before(deadline) {
 			break // the request's own deadline passed: no more targets
@@ -118,9 +121,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, plan 
 	}
 	if r.Context().Err() != nil {
 		c.log.status = 499
-		return
+		return tried, true
 	}
-	g.writeAllFailed(w, c, tried, c.log.skipped)
+	return tried, false
 }
 
 // try makes one attempt on one target: it performs the call up to the commit point, judges
@@ -132,6 +135,8 @@ func (g *Gateway) try(callerCtx context.Context, deadline time.Time, c *call, t 
 		_, span = g.opt.Tracer.Start(trace.ContextWithSpan(callerCtx, c.span), "attempt "+t.ID, clientSpan)
 	}
 	a.ctx, a.cancel = context.WithCancelCause(callerCtx)
+	a.send = g.opt.State.Sent(t.ID, a.start, c.cost)
+	g.passTurn(c) // counted: the next request waiting may plan now
 	a.trace.Got1xxResponse = refuseInformational
 	a.trace.GotConn = func(info httptrace.GotConnInfo) { a.conn = info.Conn }
 	res := g.perform(a, c, deadline)
@@ -266,15 +271,21 @@ func (g *Gateway) discard(a *attempt) {
 
 // record writes the attempt's judgement into the target's shared state: the one place that does.
 func (g *Gateway) record(a *attempt, res result) {
-	o := state.Outcome{Kind: a.kind, Status: a.status, Reason: a.reason, Quota: state.UnknownQuota}
+	o := state.Outcome{Kind: a.kind, Status: a.status, Reason: a.reason, Quota: state.UnknownQuota, Send: a.send}
+	// What the target did not count against its quota: a 429, a credential or path it refused
+	// (401, 403, 404), no call at all, or a connection that failed before an answer. A timeout
+	// or a 5xx may have been admitted, so they stay counted.
+	o.Uncharged = a.kind == state.Throttled || a.kind == state.Misconfigured || a.noCredential ||
+		a.notFound || a.retryWithNewKey || (a.kind == state.Failed && a.status == 0 && !a.timeout)
 	switch a.kind {
 	case state.Throttled:
 		o.Wait, o.Reason = a.wait, "wait "+a.wait.Round(time.Millisecond).String()+" from "+a.waitSource
+		o.WaitExact = a.waitSource != "default" && a.wait < g.opt.Throttle.MaxRetryAfter.D()
 	case state.Succeeded:
 		o.Latency = a.dur
 	}
 	if res.header != nil && a.kind != state.Abandoned {
-		o.Quota = readQuota(res.header)
+		o.Quota, o.Limit = readQuota(res.header), readLimits(res.header)
 	}
 	g.opt.State.Record(a.target.ID, o)
 }

@@ -65,6 +65,9 @@ func (g *Gateway) writeAllFailed(w http.ResponseWriter, c *call, tried []*attemp
 		d := apierr.Detail{Target: s.Target.ID, Outcome: "skipped: failing", FreeAt: s.Until.UTC().Format(time.RFC3339Nano)}
 		if s.Throttled {
 			d.Outcome = "skipped: throttled"
+			if s.Short {
+				d.Outcome = "skipped: no quota left"
+			}
 			d.RetryAfter = s.Until.Sub(now).Round(time.Millisecond).String()
 		} else {
 			allThrottled = false
@@ -158,6 +161,8 @@ type requestLog struct {
 	usage         *Usage // nil when the answer reported none
 	usageData     Usage  // what usage points to: no allocation of its own
 	broken        string
+	queued        time.Duration // time spent in the admission wait
+	budgetRefused bool          // the app's token budget refused the request
 }
 
 func (l *requestLog) setUsage(u Usage, ok bool) {
@@ -204,6 +209,9 @@ func (g *Gateway) logRequest(c *call) {
 	if l.broken != "" {
 		line.Str("broken", l.broken)
 	}
+	if l.queued > 0 {
+		line.Ms("queuedMs", l.queued)
+	}
 	if len(l.attempts) > 1 || (len(l.attempts) == 1 && l.attempts[0].resp == nil) {
 		line.Open("tried", '[')
 		for _, a := range l.attempts {
@@ -219,7 +227,10 @@ func (g *Gateway) logRequest(c *call) {
 		line.Open("skipped", '[')
 		for _, sk := range l.skipped {
 			why := "failing"
-			if sk.Throttled {
+			switch {
+			case sk.Short:
+				why = "quota"
+			case sk.Throttled:
 				why = "throttled"
 			}
 			line.Elem().Str("target", sk.Target.ID).Str("why", why).Ms("forMs", sk.Until.Sub(now)).Close('}')

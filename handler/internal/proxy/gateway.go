@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/aoai-failover/gateway/handler/internal/apierr"
+	"github.com/aoai-failover/gateway/handler/internal/budget"
 	"github.com/aoai-failover/gateway/handler/internal/config"
 	"github.com/aoai-failover/gateway/handler/internal/route"
 	"github.com/aoai-failover/gateway/handler/internal/state"
@@ -50,7 +51,17 @@ func (g *Gateway) rotate(ctx context.Context, account string, sent http.Header) 
 type State interface {
 	route.Availability
 	Acquire(id string, now time.Time) bool
+	// Sent counts a request estimated at tokens that is being sent to the target now, for the
+	// quota model; the attempt's Outcome carries it back to Record.
+	Sent(id string, now time.Time, tokens int64) state.Send
 	Record(id string, o state.Outcome)
+}
+
+// Budgets is what the forwarder needs of the apps' token budgets (package budget): a request
+// reserves its estimate before it is forwarded, and settles with its real usage once answered.
+type Budgets interface {
+	Reserve(app, logical string, cost int64, now time.Time) budget.Grant
+	Settle(g budget.Grant, used int64, now time.Time)
 }
 
 // Options configure a Gateway. Every field is required except Logger, RequestLog and Now.
@@ -77,10 +88,15 @@ type Options struct {
 	// MaxEventBytes bounds one server-sent event of a stream, and so a stream's memory; a larger
 	// event ends the stream with an error. Zero means 4 MiB.
 	MaxEventBytes int
-	// RouteByRemaining tries targets whose last reported budget cannot absorb the request after
-	// those that can.
+	// RouteByRemaining passes over targets that the quota model says cannot admit the request
+	// now (state.View.Room), as it does throttled ones.
 	RouteByRemaining bool
-	Logger           *slog.Logger
+	// Admission holds the logical deployments whose requests may wait for a target to free up
+	// (absent: none wait).
+	Admission map[string]config.Admission
+	// Budgets enforces the apps' token budgets; nil: none.
+	Budgets Budgets
+	Logger  *slog.Logger
 	// RequestLog receives the one line written per request; nil writes none.
 	RequestLog RequestLog
 	// Tracer makes a span per request and one per attempt; nil traces nothing.
@@ -107,8 +123,9 @@ type Gateway struct {
 	metrics *instruments
 	// servedBy holds each target's X-Served-By value, made once.
 	servedBy map[string][]string
-	slots    chan struct{} // one per request being forwarded; nil: no bound
-	pending  atomic.Int64  // requests whose bodies are arriving
+	slots    chan struct{}         // one per request being forwarded; nil: no bound
+	pending  atomic.Int64          // requests whose bodies are arriving
+	queues   map[string]*waitQueue // the admission wait of each logical deployment that has one
 }
 
 var (
@@ -129,7 +146,10 @@ func New(opt Options) *Gateway {
 		opt.Owners = state.NewOwners(state.OwnersOptions{})
 	}
 	// Without a tracer no span is started at all (c.span stays noSpan, which never records).
-	g := &Gateway{opt: opt, metrics: newInstruments(opt.Meter)}
+	g := &Gateway{opt: opt, metrics: newInstruments(opt.Meter, opt.Budgets), queues: map[string]*waitQueue{}}
+	for name, a := range opt.Admission {
+		g.queues[name] = newWaitQueue(a)
+	}
 	if opt.MaxConcurrent > 0 {
 		g.slots = make(chan struct{}, opt.MaxConcurrent)
 	}
@@ -154,10 +174,21 @@ type call struct {
 	pinnedTo, boundID string
 	// creates: a successful answer creates a resource whose id is remembered with its owner.
 	creates bool
-	span    trace.Span
-	start   time.Time
-	end     time.Time // when the caller had the whole answer, if that was before the handler returned
-	log     requestLog
+	// cost is the request's estimate as Azure OpenAI's rate limiter counts it (estimate).
+	cost int64
+	// grant is the app's budget reservation, when budgeted; settled when the request ends.
+	grant    budget.Grant
+	budgeted bool
+	// The admission wait: the queue the request waits in, its place while it holds the turn,
+	// and when its wait must end.
+	queue     *waitQueue
+	turn      *waiter
+	waitUntil time.Time
+	queueFull bool // the queue had no room: the request does not wait
+	span      trace.Span
+	start     time.Time
+	end       time.Time // when the caller had the whole answer, if that was before the handler returned
+	log       requestLog
 }
 
 // setUpstreamURL makes u the target's URL for the call: its endpoint, the real deployment
@@ -189,6 +220,7 @@ func (g *Gateway) InFlight() int { return len(g.slots) }
 func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 	c := &call{start: g.opt.Now(), path: r.URL.Path, query: r.URL.RawQuery, method: r.Method}
 	c.log = requestLog{method: r.Method, path: r.URL.Path, app: app}
+	c.log.attempts = c.log.firstAttempts[:0]
 	c.span = noSpan
 	if g.opt.Tracer != nil {
 		_, c.span = g.opt.Tracer.Start(r.Context(), "gateway", serverSpan)
@@ -209,10 +241,11 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 		plan, e = g.intake(w, r, c)
 	}
 	if e == nil {
-		var release func()
-		if release, e = g.admit(); e == nil {
-			defer release()
-			g.forward(w, r, c, plan)
+		e = g.reserve(w, c, app)
+	}
+	if e == nil {
+		defer g.settle(c)
+		if e = g.route(w, r, c, plan); e == nil {
 			return
 		}
 	}
@@ -222,6 +255,42 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, app string) {
 	}
 	c.log.status = e.Status
 	e.Write(w)
+}
+
+// route forwards the request, and when every target is throttled (or passed over) and the
+// logical deployment has an admission wait, waits for the soonest to free up and plans again,
+// within the wait's bounds. A waiting request holds no forwarding slot (only its body): it
+// takes one each time it has a target to try.
+func (g *Gateway) route(w http.ResponseWriter, r *http.Request, c *call, plan route.Plan) *apierr.Error {
+	ctx := r.Context()
+	if c.fam == familyDeployments || c.fam == familyV1 || c.fam == familyResponses {
+		c.queue = g.queues[c.logical]
+	}
+	defer g.passTurn(c)
+	for {
+		if c.queue != nil {
+			plan = g.await(ctx, c, plan)
+		}
+		release, e := g.admit()
+		if e != nil {
+			return e
+		}
+		tried, done := g.forward(w, r, c, plan)
+		release()
+		g.passTurn(c)
+		if c.queue != nil {
+			c.queue.kickHead() // a slot is free and readings are fresh: the next may look again
+		}
+		if done {
+			return nil
+		}
+		if c.queue != nil && g.mayWait(c, tried, c.log.skipped) {
+			plan = g.replan(c)
+			continue
+		}
+		g.writeAllFailed(w, c, tried, c.log.skipped)
+		return nil
+	}
 }
 
 // admit takes a forwarding slot; past the bound the caller is told to retry shortly.
@@ -277,6 +346,9 @@ func (g *Gateway) intake(w http.ResponseWriter, r *http.Request, c *call) (route
 			if !ok && (c.fam == familyV1 || c.fam == familyResponses) {
 				return route.Plan{}, apierr.New(http.StatusBadRequest, "InvalidRequest", "the request body is not a valid JSON object")
 			}
+			if c.info.boundTo == "" && c.fam != familyBound {
+				c.info.boundTo = nestedStateID(body) // a file or vector store the request uses
+			}
 		}
 	}
 	switch c.fam {
@@ -301,8 +373,9 @@ func (g *Gateway) intake(w http.ResponseWriter, r *http.Request, c *call) (route
 	}
 	c.log.logical = c.logical
 	c.log.stream = c.info.stream
+	c.cost = g.estimate(c)
 
-	plan, ok := g.opt.Planner.Plan(c.logical, g.opt.State, c.start, g.estimate(c))
+	plan, ok := g.opt.Planner.Plan(c.logical, g.opt.State, c.start, g.planCost(c))
 	if !ok {
 		return route.Plan{}, g.unknownDeployment(c.logical)
 	}
@@ -320,12 +393,44 @@ func (g *Gateway) unknownDeployment(name string) *apierr.Error {
 
 // estimate is the request's cost as Azure OpenAI's rate limiter counts it: prompt tokens (a
 // quarter of the body's bytes, which slightly overcounts the prompt's characters) plus the
-// output tokens asked for. Zero when routing by remaining budget is off.
+// output tokens asked for. Zero (unknown) for a multipart form, whose bytes are a file's, not
+// tokens: such a request is judged by no token estimate (quota model, budgets) and counted by
+// its answer's usage.
 func (g *Gateway) estimate(c *call) int64 {
-	if !g.opt.RouteByRemaining || len(c.body) == 0 {
+	if len(c.body) == 0 || formBoundary(headerValue(c.inHeader, "Content-Type")) != "" {
 		return 0
 	}
 	return int64(len(c.body)/4 + c.info.outputTokens)
+}
+
+// planCost is the estimate the planner judges targets' room by: zero (no passing over) when
+// routing by remaining budget is off.
+func (g *Gateway) planCost(c *call) int64 {
+	if !g.opt.RouteByRemaining {
+		return 0
+	}
+	return c.cost
+}
+
+// replan plans the request again (after a wait), keeping it on the account its state is bound
+// to, if any.
+func (g *Gateway) replan(c *call) route.Plan {
+	plan, _ := g.opt.Planner.Plan(c.logical, g.opt.State, g.opt.Now(), g.planCost(c))
+	if c.pinnedTo == "" {
+		return plan
+	}
+	var pinned route.Plan
+	for _, t := range plan.Candidates {
+		if t.Account == c.pinnedTo {
+			pinned.Candidates = append(pinned.Candidates, t)
+		}
+	}
+	for _, s := range plan.Skipped {
+		if s.Target.Account == c.pinnedTo {
+			pinned.Skipped = append(pinned.Skipped, s)
+		}
+	}
+	return pinned
 }
 
 // readBody reads the whole request body so that it can be replayed to each target. The buffer
@@ -434,6 +539,19 @@ func readQuota(h http.Header) state.Quota {
 		q.Tokens = v
 	}
 	if v, ok := headerInt(h, "X-Ratelimit-Remaining-Requests"); ok {
+		q.Requests = v
+	}
+	return q
+}
+
+// readLimits reads x-ratelimit-limit-tokens and -requests, when the answer has them (zero
+// when not: the quota model then infers the limits).
+func readLimits(h http.Header) state.Quota {
+	var q state.Quota
+	if v, ok := headerInt(h, "X-Ratelimit-Limit-Tokens"); ok {
+		q.Tokens = v
+	}
+	if v, ok := headerInt(h, "X-Ratelimit-Limit-Requests"); ok {
 		q.Requests = v
 	}
 	return q

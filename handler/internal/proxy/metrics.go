@@ -3,10 +3,13 @@ package proxy
 import (
 	"context"
 	"strconv"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/aoai-failover/gateway/handler/internal/budget"
 )
 
 // providerName is gen_ai.provider.name for Azure OpenAI in the GenAI semantic conventions.
@@ -26,6 +29,14 @@ type instruments struct {
 	tokens         metric.Int64Histogram
 	failovers      metric.Int64Counter
 	throttled      metric.Int64Counter
+	appTokens      metric.Int64Counter
+	budgetRefused  metric.Int64Counter
+}
+
+// budgetStatus is implemented by budgets that report every app's consumption (budget.Budgets):
+// the metrics observe it.
+type budgetStatus interface {
+	Status(now time.Time) []budget.AppStatus
 }
 
 var (
@@ -35,7 +46,7 @@ var (
 	tokenBuckets    = []float64{1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864}
 )
 
-func newInstruments(m metric.Meter) *instruments {
+func newInstruments(m metric.Meter, budgets Budgets) *instruments {
 	in := &instruments{on: m != nil}
 	if m == nil {
 		m = noop.NewMeterProvider().Meter("gateway")
@@ -60,6 +71,36 @@ func newInstruments(m metric.Meter) *instruments {
 		metric.WithDescription("Attempts abandoned for the next target, by the target left and why."))
 	in.throttled, _ = m.Int64Counter("gateway.throttle.events", metric.WithUnit("{event}"),
 		metric.WithDescription("429 answers from a target."))
+	in.appTokens, _ = m.Int64Counter("gateway.app.tokens", metric.WithUnit("{token}"),
+		metric.WithDescription("Tokens an app used, by its answers' usage, per logical deployment."))
+	in.budgetRefused, _ = m.Int64Counter("gateway.app.budget.refusals", metric.WithUnit("{request}"),
+		metric.WithDescription("Requests refused because the app's token budget was used up."))
+	if bs, ok := budgets.(budgetStatus); ok && in.on {
+		// The fleet's consumption of each app's budget in the current window, as this instance
+		// knows it (its own and what the others last published), and what is left.
+		used, _ := m.Int64ObservableGauge("gateway.app.budget.used", metric.WithUnit("{token}"),
+			metric.WithDescription("Tokens counted against an app's budget in the current window, fleet-wide; gen_ai.request.model is the logical deployment, or \"*\" for the app's overall budget."))
+		left, _ := m.Int64ObservableGauge("gateway.app.budget.remaining", metric.WithUnit("{token}"),
+			metric.WithDescription("Tokens left of an app's budget in the current window, fleet-wide."))
+		_, _ = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+			for _, a := range bs.Status(time.Now()) {
+				attrs := func(model string) metric.ObserveOption {
+					return metric.WithAttributeSet(attribute.NewSet(attribute.String("gateway.app", a.App), attribute.String("gen_ai.request.model", model)))
+				}
+				o.ObserveInt64(used, a.FleetUsedTokens, attrs("*"))
+				if a.RemainingTokens != nil {
+					o.ObserveInt64(left, *a.RemainingTokens, attrs("*"))
+				}
+				for name, d := range a.Deployments {
+					o.ObserveInt64(used, d.FleetUsedTokens, attrs(name))
+					if d.RemainingTokens != nil {
+						o.ObserveInt64(left, *d.RemainingTokens, attrs(name))
+					}
+				}
+			}
+			return nil
+		}, used, left)
+	}
 	return in
 }
 
@@ -107,7 +148,11 @@ func (in *instruments) record(ctx context.Context, c *call, total float64) {
 			in.perOutputToken.Record(ctx, (total-l.firstToken.Seconds())/float64(u.Completion-1), metric.WithAttributeSet(attribute.NewSet(common...)))
 		}
 	}
+	if l.budgetRefused {
+		in.budgetRefused.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(common...)))
+	}
 	if u := l.usage; u != nil {
+		in.appTokens.Add(ctx, int64(u.Total), metric.WithAttributeSet(attribute.NewSet(common...)))
 		base := append(common[:4:4], attribute.String("gateway.target", orNone(l.servedBy)))
 		in.tokens.Record(ctx, int64(u.Prompt), metric.WithAttributeSet(attribute.NewSet(append(base, attribute.String("gen_ai.token.type", "input"))...)))
 		in.tokens.Record(ctx, int64(u.Completion), metric.WithAttributeSet(attribute.NewSet(append(base, attribute.String("gen_ai.token.type", "output"))...)))

@@ -73,7 +73,7 @@ func TestMetrics(t *testing.T) {
 	healthy := newBackend(t, jsonAnswer(200, okBody))
 	tg := newGateway(t, nil, throttled, healthy)
 	reader := sdkmetric.NewManualReader()
-	tg.gw.metrics = newInstruments(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	tg.gw.metrics = newInstruments(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"), nil)
 
 	if resp, body := tg.post(t, chatPath, `{}`, "x-test", "1"); resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, body)
@@ -133,7 +133,7 @@ func TestMetrics(t *testing.T) {
 
 // With no meter, recording builds nothing (the hot path pays nothing for metrics it won't send).
 func TestMetricsOffAllocateNothing(t *testing.T) {
-	in := newInstruments(nil)
+	in := newInstruments(nil, nil)
 	c := &call{log: requestLog{path: "/openai/deployments/chat/chat/completions", logical: "chat", attempts: []*attempt{{}}}}
 	if n := testing.AllocsPerRun(100, func() { in.record(context.Background(), c, 1) }); n != 0 {
 		t.Errorf("%v allocations per request with metrics off", n)

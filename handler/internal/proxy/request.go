@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"github.com/aoai-failover/gateway/handler/internal/apierr"
 	"github.com/tidwall/gjson"
@@ -197,6 +198,50 @@ func scanBody(body []byte, validate bool) (bodyInfo, bool) {
 			}
 		}
 	}
+}
+
+// nestedStateKeys are the fields, anywhere in a request body, that name stored files and vector
+// stores: a vector store made from files (file_ids), a file_search tool
+// (vector_store_ids), an input part attaching a file (file_id).
+var nestedStateKeys = [][]byte{[]byte(`"file_id"`), []byte(`"file_ids"`), []byte(`"vector_store_ids"`)}
+
+// nestedStateID is the first file or vector store id a JSON body names in one of the
+// nestedStateKeys, at any depth; "" when it names none. Bodies without those keys (almost all)
+// cost one search for each.
+func nestedStateID(body []byte) string {
+	found := false
+	for _, k := range nestedStateKeys {
+		found = found || bytes.Contains(body, k)
+	}
+	if !found {
+		return ""
+	}
+	var id string
+	var walk func(v gjson.Result) bool
+	walk = func(v gjson.Result) bool {
+		v.ForEach(func(key, val gjson.Result) bool {
+			switch key.String() {
+			case "file_id":
+				if val.Type == gjson.String {
+					id = val.String()
+				}
+			case "file_ids", "vector_store_ids":
+				val.ForEach(func(_, item gjson.Result) bool {
+					if item.Type == gjson.String {
+						id = item.String()
+					}
+					return id == ""
+				})
+			}
+			if id == "" && (val.IsObject() || val.IsArray()) {
+				walk(val)
+			}
+			return id == ""
+		})
+		return id == ""
+	}
+	walk(gjson.ParseBytes(body))
+	return id
 }
 
 // jsonString is the value of a JSON string, or "" for anything else.

@@ -106,6 +106,21 @@ func TestScanBody(t *testing.T) {
 	}
 }
 
+func TestNestedStateID(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"name":"notes","file_ids":["file-1","file-2"]}`:                                                                    "file-1",
+		`{"model":"m","tools":[{"type":"file_search","vector_store_ids":["vs_1"]}],"input":"x"}`:                             "vs_1",
+		`{"model":"m","input":[{"role":"user","content":[{"type":"input_file","file_id":"file-9"},{"type":"input_text"}]}]}`: "file-9",
+		`{"model":"m","input":"what is file_id \"file-1\"?"}`:                                                                "",
+		`{"model":"m","file_ids":[]}`:                                                                                        "",
+		`{"model":"m","tools":[{"type":"web_search"}]}`:                                                                      "",
+	} {
+		if got := nestedStateID([]byte(body)); got != want {
+			t.Errorf("%s: %q, want %q", body, got, want)
+		}
+	}
+}
+
 // TestScanBodyBoundState: the ids a request builds on, wherever the API puts them.
 func TestScanBodyBoundState(t *testing.T) {
 	for body, want := range map[string]string{

@@ -1,6 +1,7 @@
 // Package route turns a logical deployment name into the ordered list of real deployments to
 // try: lower priority first, weighted random order among equal priorities, minus the targets
-// that are known to be throttled or failing.
+// that are known to be throttled or failing, and those the quota model says cannot admit the
+// request now (passed over, the preference order kept among the rest).
 package route
 
 import (
@@ -30,15 +31,20 @@ type Availability interface {
 	// Unavailable reports whether the target should be skipped at now, until when, and
 	// whether it is throttled (else failing).
 	Unavailable(id string, now time.Time) (until time.Time, throttled, skip bool)
-	// Room reports whether the target's last reported rate-limit budget can absorb cost tokens.
-	Room(id string, now time.Time, cost int64) bool
+	// Room reports whether the quota model says the target can admit a request estimated at
+	// cost tokens now, and if not, when it will.
+	Room(id string, now time.Time, cost int64) (until time.Time, ok bool)
 }
 
 // Skipped is a target left out of a plan.
 type Skipped struct {
-	Target    Target
-	Until     time.Time
+	Target Target
+	Until  time.Time
+	// Throttled: it is throttled (a 429's wait), or passed over (Short), so it frees by itself
+	// at Until; else it is failing.
 	Throttled bool
+	// Short: the quota model says it cannot admit the request before Until.
+	Short bool
 }
 
 // Plan is the order in which to try targets for one request.
@@ -143,8 +149,9 @@ func (p *Planner) Accounts(first string) []string {
 func (p *Planner) Groups(name string) [][]Target { return p.groups[name] }
 
 // Plan orders the targets of a logical name for one request. ok is false for an unknown name.
-// With cost > 0, targets whose last reported budget cannot absorb cost tokens are tried after
-// all the others (in their planned order): a 429 round trip avoided, as long as anyone has room.
+// With cost > 0, targets the quota model says cannot admit cost tokens now are passed over
+// (Skipped, Short, until they can), as throttled ones are: the request goes to the first
+// target in preference order that can admit it, and a full target costs no 429 round trip.
 func (p *Planner) Plan(name string, avail Availability, now time.Time, cost int64) (plan Plan, ok bool) {
 	groups, ok := p.groups[name]
 	if !ok {
@@ -162,29 +169,17 @@ func (p *Planner) Plan(name string, avail Availability, now time.Time, cost int6
 				plan.Skipped = append(plan.Skipped, Skipped{Target: t, Until: until, Throttled: throttled})
 				continue
 			}
+			if cost > 0 {
+				if until, room := avail.Room(t.ID, now, cost); !room {
+					plan.Skipped = append(plan.Skipped, Skipped{Target: t, Until: until, Throttled: true, Short: true})
+					continue
+				}
+			}
 			plan.Candidates = append(plan.Candidates, t)
 		}
 		weightedShuffle(plan.Candidates[start:])
 	}
-	if cost > 0 {
-		deferShort(plan.Candidates, func(t Target) bool { return avail.Room(t.ID, now, cost) })
-	}
 	return plan, true
-}
-
-// deferShort moves the targets without room after the others, keeping both groups' order.
-func deferShort(ts []Target, room func(Target) bool) {
-	var short []Target
-	n := 0
-	for _, t := range ts {
-		if room(t) {
-			ts[n] = t
-			n++
-		} else {
-			short = append(short, t)
-		}
-	}
-	copy(ts[n:], short)
 }
 
 // weightedShuffle orders ts so that each position is drawn at random in proportion to weight

@@ -38,11 +38,11 @@ const doc = `{
 type none struct{}
 
 func (none) Unavailable(string, time.Time) (time.Time, bool, bool) { return time.Time{}, false, false }
-func (none) Room(string, time.Time, int64) bool                    { return true }
+func (none) Room(string, time.Time, int64) (time.Time, bool)       { return time.Time{}, true }
 
 type marks map[string]time.Time
 
-func (m marks) Room(string, time.Time, int64) bool { return true }
+func (m marks) Room(string, time.Time, int64) (time.Time, bool) { return time.Time{}, true }
 
 func (m marks) Unavailable(id string, now time.Time) (time.Time, bool, bool) {
 	u, ok := m[id]
@@ -102,24 +102,41 @@ func TestSkipsUnavailable(t *testing.T) {
 	}
 }
 
-// short reports no room on the listed targets.
+// short reports no room on the listed targets, for a second.
 type short map[string]bool
 
 func (s short) Unavailable(string, time.Time) (time.Time, bool, bool) {
 	return time.Time{}, false, false
 }
-func (s short) Room(id string, _ time.Time, cost int64) bool { return cost == 0 || !s[id] }
-
-func TestTargetsWithoutRoomGoLast(t *testing.T) {
-	p := New(routing(t, doc))
-	plan, _ := p.Plan("chat", short{"a/first": true}, time.Now(), 500)
-	got := ids(plan.Candidates)
-	if len(got) != 4 || got[3] != "a/first" || got[2] != "b/late" {
-		t.Errorf("order %v: the target without room must be tried last, the rest in order", got)
+func (s short) Room(id string, now time.Time, cost int64) (time.Time, bool) {
+	if cost == 0 || !s[id] {
+		return time.Time{}, true
 	}
-	plan, _ = p.Plan("chat", short{"a/first": true}, time.Now(), 0)
-	if ids(plan.Candidates)[0] != "a/first" {
-		t.Errorf("without a cost estimate the order must not change")
+	return now.Add(time.Second), false
+}
+
+// TestTargetsWithoutRoomArePassedOver: a target the quota model says cannot admit the request is
+// left out like a throttled one, until it can; the others keep their order; without a cost
+// estimate nothing is passed over.
+func TestTargetsWithoutRoomArePassedOver(t *testing.T) {
+	p := New(routing(t, doc))
+	now := time.Now()
+	plan, _ := p.Plan("chat", short{"a/first": true}, now, 500)
+	got := ids(plan.Candidates)
+	if len(got) != 3 || got[2] != "b/late" || got[0] == "a/first" || got[1] == "a/first" {
+		t.Errorf("order %v: the target without room must be left out, the rest in order", got)
+	}
+	if len(plan.Skipped) != 1 || plan.Skipped[0].Target.ID != "a/first" || !plan.Skipped[0].Short || !plan.Skipped[0].Throttled ||
+		!plan.Skipped[0].Until.Equal(now.Add(time.Second)) {
+		t.Errorf("skipped %+v", plan.Skipped)
+	}
+	plan, _ = p.Plan("chat", short{"a/first": true, "a/heavy": true, "b/light": true, "b/late": true}, now, 500)
+	if len(plan.Candidates) != 0 || len(plan.Skipped) != 4 {
+		t.Errorf("every target short: %v candidates, %d skipped", ids(plan.Candidates), len(plan.Skipped))
+	}
+	plan, _ = p.Plan("chat", short{"a/first": true}, now, 0)
+	if ids(plan.Candidates)[0] != "a/first" || len(plan.Skipped) != 0 {
+		t.Errorf("without a cost estimate nothing may be passed over")
 	}
 }
 

@@ -232,7 +232,7 @@ func TestSharingThroughStore(t *testing.T) {
 	}
 	// Merge keeps the later deadline whatever the order of writes.
 	store.Merge(ctx, Mark{Target: "a/x", ThrottledUntil: c.Now().Add(time.Second)})
-	marks, _ := store.List(ctx)
+	marks, _, _ := store.List(ctx)
 	if len(marks) != 1 || !marks[0].ThrottledUntil.Equal(c.Now().Add(30*time.Second)) {
 		t.Errorf("store moved a deadline earlier: %+v", marks)
 	}
@@ -240,7 +240,7 @@ func TestSharingThroughStore(t *testing.T) {
 	v1.Record("b/y", Outcome{Kind: Throttled, Status: 429, Wait: time.Second, Quota: UnknownQuota})
 	c.Add(2 * time.Second)
 	v1.Sync(ctx)
-	if marks, _ := store.List(ctx); len(marks) != 1 {
+	if marks, _, _ := store.List(ctx); len(marks) != 1 {
 		t.Errorf("a stale mark was written: %+v", marks)
 	}
 	// Unknown targets in the store are ignored.
@@ -267,11 +267,18 @@ func (f *flakyStore) Merge(ctx context.Context, m Mark) error {
 	return f.MemoryStore.Merge(ctx, m)
 }
 
-func (f *flakyStore) List(ctx context.Context) ([]Mark, error) {
+func (f *flakyStore) List(ctx context.Context) ([]Mark, []Report, error) {
 	if f.isDown() {
-		return nil, errors.New("store unreachable")
+		return nil, nil, errors.New("store unreachable")
 	}
 	return f.MemoryStore.List(ctx)
+}
+
+func (f *flakyStore) Publish(ctx context.Context, r Report) error {
+	if f.isDown() {
+		return errors.New("store unreachable")
+	}
+	return f.MemoryStore.Publish(ctx, r)
 }
 
 func TestStoreDown(t *testing.T) {
@@ -291,7 +298,7 @@ func TestStoreDown(t *testing.T) {
 	if h := v.Health(); !h.Healthy || h.LastSync.IsZero() {
 		t.Errorf("health after recovery %+v", h)
 	}
-	marks, _ := store.List(context.Background())
+	marks, _, _ := store.List(context.Background())
 	if len(marks) != 1 || marks[0].Target != "a/x" || marks[0].Instance != "test" {
 		t.Errorf("the mark made while the store was down was not written: %+v", marks)
 	}
@@ -327,8 +334,21 @@ func TestConcurrentUse(t *testing.T) {
 // countingStore counts the store calls the view makes.
 type countingStore struct {
 	*MemoryStore
-	mu            sync.Mutex
-	merges, lists int
+	mu                       sync.Mutex
+	merges, lists, publishes int
+}
+
+func (c *countingStore) Publish(ctx context.Context, r Report) error {
+	c.mu.Lock()
+	c.publishes++
+	c.mu.Unlock()
+	return c.MemoryStore.Publish(ctx, r)
+}
+
+func (c *countingStore) published() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.publishes
 }
 
 func (c *countingStore) Merge(ctx context.Context, m Mark) error {
@@ -338,7 +358,7 @@ func (c *countingStore) Merge(ctx context.Context, m Mark) error {
 	return c.MemoryStore.Merge(ctx, m)
 }
 
-func (c *countingStore) List(ctx context.Context) ([]Mark, error) {
+func (c *countingStore) List(ctx context.Context) ([]Mark, []Report, error) {
 	c.mu.Lock()
 	c.lists++
 	c.mu.Unlock()
@@ -352,7 +372,9 @@ func (c *countingStore) counts() (int, int) {
 }
 
 // TestStoreTransactions pins the cost in store calls: the request path makes none, a steady
-// state makes one List per refresh, and marks for the same target coalesce into one Merge.
+// state makes one List per refresh, marks for the same target coalesce into one Merge, and an
+// instance publishes its report at most once per refresh, only while its figures change (one
+// more when it goes idle), and not at all while idle.
 func TestStoreTransactions(t *testing.T) {
 	c := &clock{t: time.Unix(1_800_000_000, 0)}
 	store := &countingStore{MemoryStore: NewMemoryStore()}
@@ -360,48 +382,45 @@ func TestStoreTransactions(t *testing.T) {
 	for i := 0; i < 1000; i++ {
 		now := c.Now()
 		v.Unavailable("a/x", now)
+		v.Room("a/x", now, 300)
 		v.Acquire("a/x", now)
-		v.Record("a/x", Outcome{Kind: Succeeded, Status: 200, Quota: Quota{Tokens: 5, Requests: 1}})
+		s := v.Sent("a/x", now, 300)
+		v.Record("a/x", Outcome{Kind: Succeeded, Status: 200, Quota: Quota{Tokens: 5, Requests: 1}, Send: s})
 	}
-	if m, l := store.counts(); m != 0 || l != 0 {
-		t.Fatalf("the request path called the store: %d merges, %d lists", m, l)
+	if m, l := store.counts(); m != 0 || l != 0 || store.published() != 0 {
+		t.Fatalf("the request path called the store: %d merges, %d lists, %d publishes", m, l, store.published())
 	}
-	for i := 0; i < 60; i++ { // a minute of refreshes at the default 1 s
+	v.Sync(context.Background()) // the traffic above is reported
+	for i := 0; i < 60; i++ {    // then a minute of idle refreshes at the default 1 s
+		c.Add(time.Second)
 		v.Sync(context.Background())
 	}
-	if m, l := store.counts(); m != 0 || l != 60 {
-		t.Errorf("steady state: %d merges, %d lists per minute; want 0 and 60", m, l)
+	if m, l := store.counts(); m != 0 || l != 61 {
+		t.Errorf("steady state: %d merges, %d lists per minute; want 0 and 61", m, l)
+	}
+	// One report with the traffic, one saying the instance sends nothing now, then silence
+	// (rates span two intervals, so the second interval still reports half the first's rate).
+	if p := store.published(); p < 2 || p > 3 {
+		t.Errorf("an idle minute after traffic made %d publishes, want 2 or 3", p)
+	}
+	// Busy: at most one publish per refresh, whatever the number of requests.
+	before := store.published()
+	for i := 0; i < 60; i++ {
+		for j := 0; j < 100; j++ {
+			v.Sent("a/x", c.Now(), int64(100+i))
+		}
+		c.Add(time.Second)
+		v.Sync(context.Background())
+	}
+	if p := store.published() - before; p > 60 {
+		t.Errorf("a busy minute made %d publishes, want at most 60", p)
 	}
 	for i := 0; i < 50; i++ {
-		v.Record("b/y", Outcome{Kind: Throttled, Status: 429, Wait: time.Duration(i) * time.Second, Quota: UnknownQuota})
+		v.Record("b/y", Outcome{Kind: Throttled, Status: 429, Wait: time.Duration(i+5) * time.Second, Quota: UnknownQuota})
 	}
 	v.Sync(context.Background())
 	if m, _ := store.counts(); m != 1 {
 		t.Errorf("50 marks of one target made %d merges, want 1", m)
-	}
-}
-
-func TestRoom(t *testing.T) {
-	c := &clock{t: time.Unix(1_800_000_000, 0)}
-	v := newTestView(c, nil)
-	if !v.Room("a/x", c.Now(), 1000) {
-		t.Error("an unknown budget must count as room")
-	}
-	v.Record("a/x", Outcome{Kind: Succeeded, Status: 200, Quota: Quota{Tokens: 500, Requests: 3}})
-	if !v.Room("a/x", c.Now(), 400) || v.Room("a/x", c.Now(), 600) {
-		t.Error("token budget not applied")
-	}
-	c.Add(61 * time.Second)
-	if !v.Room("a/x", c.Now(), 600) {
-		t.Error("a budget older than the token window must count as refilled")
-	}
-	v.Record("a/x", Outcome{Kind: Succeeded, Status: 200, Quota: Quota{Tokens: 90000, Requests: 0}})
-	if v.Room("a/x", c.Now(), 1) {
-		t.Error("no requests left must mean no room")
-	}
-	c.Add(11 * time.Second)
-	if !v.Room("a/x", c.Now(), 1) {
-		t.Error("the request bucket refills after 10 s")
 	}
 }
 

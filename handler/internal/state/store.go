@@ -34,21 +34,37 @@ func (m *Mark) merge(o Mark) {
 	}
 }
 
-// Store is where marks are shared. Merge must never move a deadline earlier.
+// Store is where marks and reports are shared. Merge must never move a deadline earlier.
 type Store interface {
 	Merge(ctx context.Context, m Mark) error
-	List(ctx context.Context) ([]Mark, error)
+	// List reads every mark and every instance's latest report, in one read: a refresh costs
+	// one call (one table query) however many instances publish.
+	List(ctx context.Context) ([]Mark, []Report, error)
+	// Publish replaces this instance's report (r.Instance): one write.
+	Publish(ctx context.Context, r Report) error
 }
 
-// MemoryStore is a Store for one process: state is not shared with other instances.
+// MemoryStore is a Store for one process: state is not shared with other instances (or, in
+// tests, with the views that share one MemoryStore).
 type MemoryStore struct {
-	mu     sync.Mutex
-	marks  map[string]Mark
-	owners map[string]ownerRecord
+	mu      sync.Mutex
+	marks   map[string]Mark
+	reports map[string]Report
+	owners  map[string]ownerRecord
 }
 
 // NewMemoryStore returns an empty MemoryStore.
-func NewMemoryStore() *MemoryStore { return &MemoryStore{marks: map[string]Mark{}} }
+func NewMemoryStore() *MemoryStore {
+	return &MemoryStore{marks: map[string]Mark{}, reports: map[string]Report{}}
+}
+
+// Publish keeps r as its instance's report.
+func (s *MemoryStore) Publish(_ context.Context, r Report) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reports[r.Instance] = r.clone()
+	return nil
+}
 
 // Merge keeps the later deadlines of m and what is stored.
 func (s *MemoryStore) Merge(_ context.Context, m Mark) error {
@@ -64,13 +80,17 @@ func (s *MemoryStore) Merge(_ context.Context, m Mark) error {
 	return nil
 }
 
-// List returns every stored mark.
-func (s *MemoryStore) List(_ context.Context) ([]Mark, error) {
+// List returns every stored mark and report.
+func (s *MemoryStore) List(_ context.Context) ([]Mark, []Report, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]Mark, 0, len(s.marks))
 	for _, m := range s.marks {
 		out = append(out, m)
 	}
-	return out, nil
+	reports := make([]Report, 0, len(s.reports))
+	for _, r := range s.reports {
+		reports = append(reports, r.clone())
+	}
+	return out, reports, nil
 }

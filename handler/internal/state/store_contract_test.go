@@ -35,7 +35,7 @@ func TestStoreContract(t *testing.T) {
 
 		t.Run("a missing table reads as empty and is created", func(t *testing.T) {
 			s := NewTableStore(svc, "nevercreated", "p")
-			marks, err := s.List(context.Background())
+			marks, _, err := s.List(context.Background())
 			if err != nil || len(marks) != 0 {
 				t.Fatalf("%v %v", marks, err)
 			}
@@ -117,7 +117,7 @@ func storeContract(t *testing.T, newStore func(partition string) Store) {
 		if _, found, _ := os.GetOwner(ctx, "conv_1", now.Add(2*time.Hour)); found {
 			t.Fatal("an expired record is found")
 		}
-		if marks, err := st.List(ctx); err != nil || len(marks) != 0 {
+		if marks, _, err := st.List(ctx); err != nil || len(marks) != 0 {
 			t.Fatalf("owners read as marks: %v %v", marks, err)
 		}
 		other := newStore("other").(OwnerStore)
@@ -162,6 +162,36 @@ func storeContract(t *testing.T, newStore func(partition string) Store) {
 		}
 	})
 
+	t.Run("reports: published, replaced, read with the marks, apart per partition", func(t *testing.T) {
+		s := newStore("reports")
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		must(t, s.Merge(ctx, Mark{Target: "a/x", ThrottledUntil: now.Add(time.Minute), Updated: now}))
+		r := Report{Instance: "host-1", At: now, Interval: time.Second,
+			Targets: map[string]Rate{"a/x": {Tokens: 1234.5, Requests: 2.25}},
+			Apps:    map[string]map[string]int64{"app-a": {"chat": 900}}}
+		must(t, s.Publish(ctx, r))
+		must(t, s.Publish(ctx, Report{Instance: "host-2", At: now, Interval: time.Second}))
+		r.At, r.Targets["a/x"] = now.Add(time.Second), Rate{Tokens: 10}
+		must(t, s.Publish(ctx, r))
+		marks, reports, err := s.List(ctx)
+		must(t, err)
+		if len(marks) != 1 || marks[0].Target != "a/x" {
+			t.Errorf("marks %+v", marks)
+		}
+		byName := map[string]Report{}
+		for _, r := range reports {
+			byName[r.Instance] = r
+		}
+		got := byName["host-1"]
+		if len(reports) != 2 || !got.At.Equal(now.Add(time.Second)) || got.Interval != time.Second ||
+			got.Targets["a/x"] != (Rate{Tokens: 10}) || got.Apps["app-a"]["chat"] != 900 {
+			t.Errorf("reports %+v", reports)
+		}
+		if _, reports, _ := newStore("reports-other").List(ctx); len(reports) != 0 {
+			t.Errorf("partitions share reports: %+v", reports)
+		}
+	})
+
 	t.Run("an empty store lists nothing", func(t *testing.T) {
 		if marks := byTarget(t, newStore("empty")); len(marks) != 0 {
 			t.Errorf("%v", marks)
@@ -192,7 +222,7 @@ func storeContract(t *testing.T, newStore func(partition string) Store) {
 
 func byTarget(t *testing.T, s Store) map[string]Mark {
 	t.Helper()
-	marks, err := s.List(context.Background())
+	marks, _, err := s.List(context.Background())
 	must(t, err)
 	out := map[string]Mark{}
 	for _, m := range marks {
@@ -222,18 +252,18 @@ func TestTableStoreReadsIncrementally(t *testing.T) {
 	later := time.Now().Add(time.Hour)
 	must(t, s.Merge(ctx, Mark{Target: "a/x", ThrottledUntil: later, Updated: time.Now()}))
 	must(t, s.Merge(ctx, Mark{Target: "b/y", FailingUntil: later, Updated: time.Now()}))
-	if marks, err := s.List(ctx); err != nil || len(marks) != 2 {
+	if marks, _, err := s.List(ctx); err != nil || len(marks) != 2 {
 		t.Fatalf("first read: %v %v", marks, err)
 	}
 	time.Sleep(20 * time.Millisecond) // the next write gets a later service Timestamp
 	must(t, s.Merge(ctx, Mark{Target: "c/z", ThrottledUntil: later, Updated: time.Now()}))
-	marks, err := s.List(ctx)
+	marks, _, err := s.List(ctx)
 	if err != nil || len(marks) != 1 || marks[0].Target != "c/z" {
 		t.Fatalf("second read returned %+v (%v), want only the new mark", marks, err)
 	}
 	// Every minute (here: at once) everything is read again.
 	s.fullEach = 0
-	if marks, err := s.List(ctx); err != nil || len(marks) != 3 {
+	if marks, _, err := s.List(ctx); err != nil || len(marks) != 3 {
 		t.Fatalf("full read: %v %v", marks, err)
 	}
 }

@@ -158,10 +158,12 @@ func backoff(ctx context.Context, attempt int) {
 	}
 }
 
-// List returns the partition's marks in one query: all of them on the first call, every minute
-// and after an error; in between, those changed since the previous call (the caller keeps and
-// merges what it read before).
-func (s *TableStore) List(ctx context.Context) ([]Mark, error) {
+// List returns the partition's marks and reports in one query: all of them on the first call,
+// every minute and after an error; in between, those changed since the previous call (the
+// caller keeps and merges what it read before). A full read deletes reports that no instance
+// has renewed for an hour (instances that were stopped), so the partition does not grow with
+// every instance that ever ran.
+func (s *TableStore) List(ctx context.Context) ([]Mark, []Report, error) {
 	s.mu.Lock()
 	since := s.since
 	full := since.IsZero() || time.Since(s.fullAt) >= s.fullEach
@@ -170,9 +172,8 @@ func (s *TableStore) List(ctx context.Context) ([]Mark, error) {
 	if !full {
 		filter += " and Timestamp gt datetime'" + since.Add(-s.overlap).UTC().Format("2006-01-02T15:04:05.0000000Z") + "'"
 	}
-	marks, newest, err := s.list(ctx, filter)
+	marks, reports, newest, err := s.list(ctx, filter)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch {
 	case err != nil:
 		s.since = time.Time{}
@@ -181,34 +182,118 @@ func (s *TableStore) List(ctx context.Context) ([]Mark, error) {
 	case newest.After(s.since):
 		s.since = newest
 	}
-	return marks, err
+	s.mu.Unlock()
+	if full && err == nil {
+		live := reports[:0]
+		for _, r := range reports {
+			if time.Since(r.At) > forgetReportsAfter {
+				_, _ = s.client.DeleteEntity(ctx, s.partition, reportKey(r.Instance), nil) // best effort
+				continue
+			}
+			live = append(live, r)
+		}
+		reports = live
+	}
+	return marks, reports, err
 }
 
-func (s *TableStore) list(ctx context.Context, filter string) ([]Mark, time.Time, error) {
+func (s *TableStore) list(ctx context.Context, filter string) ([]Mark, []Report, time.Time, error) {
 	pager := s.client.NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
 	var out []Mark
+	var reports []Report
 	var newest time.Time
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if hasCode(err, http.StatusNotFound, "TableNotFound") {
 			// Deleted under us, or never created because the table was unreachable at start:
 			// nothing is marked, and the table is there for the next write.
-			return nil, time.Time{}, s.EnsureTable(ctx)
+			return nil, nil, time.Time{}, s.EnsureTable(ctx)
 		}
 		if err != nil {
-			return nil, time.Time{}, wrap("list entities", err)
+			return nil, nil, time.Time{}, wrap("list entities", err)
 		}
 		for _, raw := range page.Entities {
 			var e entity
-			if json.Unmarshal(raw, &e) == nil && e.Target != "" {
-				out = append(out, e.mark())
-				if e.Timestamp.After(newest) {
-					newest = e.Timestamp
+			if json.Unmarshal(raw, &e) != nil {
+				continue
+			}
+			if e.Timestamp.After(newest) {
+				newest = e.Timestamp
+			}
+			if strings.HasPrefix(e.RowKey, reportPrefix) {
+				var re reportEntity
+				if json.Unmarshal(raw, &re) == nil {
+					if r, ok := re.report(); ok {
+						reports = append(reports, r)
+					}
 				}
+				continue
+			}
+			if e.Target != "" {
+				out = append(out, e.mark())
 			}
 		}
 	}
-	return out, newest, nil
+	return out, reports, newest, nil
+}
+
+// reportPrefix starts the RowKey of an instance's report; account names cannot hold '@', so
+// no target's RowKey starts with it.
+const reportPrefix = "@"
+
+func reportKey(instance string) string { return reportPrefix + ownerKey(instance) }
+
+// reportEntity is an instance's report as stored: its figures as JSON strings (an entity's
+// string property holds up to 32K characters: about 400 targets and as many app-deployment
+// pairs).
+type reportEntity struct {
+	PartitionKey string
+	RowKey       string
+	Instance     string
+	At           string
+	IntervalMs   int32
+	Targets      string
+	Apps         string
+}
+
+func (e reportEntity) report() (Report, bool) {
+	r := Report{Instance: e.Instance, At: parseTime(e.At), Interval: time.Duration(e.IntervalMs) * time.Millisecond}
+	if r.Instance == "" || r.At.IsZero() {
+		return Report{}, false
+	}
+	if e.Targets != "" && json.Unmarshal([]byte(e.Targets), &r.Targets) != nil {
+		return Report{}, false
+	}
+	if e.Apps != "" && json.Unmarshal([]byte(e.Apps), &r.Apps) != nil {
+		return Report{}, false
+	}
+	return r, true
+}
+
+// Publish writes (replaces) this instance's report: one upsert.
+func (s *TableStore) Publish(ctx context.Context, r Report) error {
+	e := reportEntity{PartitionKey: s.partition, RowKey: reportKey(r.Instance), Instance: r.Instance,
+		At: formatTime(r.At), IntervalMs: int32(min(r.Interval.Milliseconds(), 1<<30))}
+	if len(r.Targets) > 0 {
+		b, _ := json.Marshal(r.Targets)
+		e.Targets = string(b)
+	}
+	if len(r.Apps) > 0 {
+		b, _ := json.Marshal(r.Apps)
+		e.Apps = string(b)
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	_, err = s.client.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeReplace})
+	if hasCode(err, http.StatusNotFound, "TableNotFound") {
+		if err := s.EnsureTable(ctx); err != nil {
+			return err
+		}
+		_, err = s.client.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeReplace})
+	}
+	return wrap("publish report", err)
 }
 
 func hasCode(err error, status int, code string) bool {

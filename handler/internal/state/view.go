@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,15 +31,25 @@ type Outcome struct {
 	Kind   Kind
 	Status int           // HTTP status, 0 for a connection error or timeout
 	Wait   time.Duration // for Throttled
-	Reason string        // short, for /status and logs; never secret
-	Quota  Quota
+	// WaitExact: Wait is the target's own (retry-after-ms, retry-after, x-ratelimit-reset-*),
+	// not a default or a capped one; the quota model then learns a limit from it.
+	WaitExact bool
+	Reason    string // short, for /status and logs; never secret
+	// Quota is what the answer said is left (x-ratelimit-remaining-*); Limit what the limits
+	// are (x-ratelimit-limit-*, when the answer says).
+	Quota, Limit Quota
+	// Send is the attempt's charge as View.Sent counted it (zero: none was counted).
+	Send Send
+	// Uncharged: the target did not count the attempt against its quota (a 429, a credential it
+	// refused, a connection that failed before the request reached it).
+	Uncharged bool
 	// Latency is the time to the answer's first byte, for a Succeeded outcome.
 	Latency time.Duration
 }
 
-// Quota is a target's remaining rate-limit budget as its last response reported it.
+// Quota is a target's remaining (or total) rate-limit budget.
 type Quota struct {
-	Tokens, Requests int64 // -1 when unknown
+	Tokens, Requests int64 // -1 (or 0 for a limit) when unknown
 }
 
 // UnknownQuota is a Quota with nothing known.
@@ -63,8 +74,13 @@ type Options struct {
 	// MaxAhead: a mark read from the store that reaches further into the future is ignored, so
 	// that one instance with a wrong clock (or a bug) cannot keep a target out at all.
 	MaxAhead time.Duration
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// TokenWindow and RequestWindow are the windows the targets' token and request limits free
+	// up over (the quota model, quota.go). Zero: a minute and 10 s, as Azure OpenAI counts.
+	TokenWindow, RequestWindow time.Duration
+	// Apps, if set, publishes and receives the apps' budget consumption with the reports.
+	Apps   AppsExchange
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // View is the in-memory picture of every target that requests read. Its methods never wait
@@ -79,6 +95,14 @@ type View struct {
 
 	healthMu sync.Mutex
 	health   StoreHealth
+
+	seq atomic.Uint64 // numbers sends
+
+	lastReport    time.Time // the refresh loop's alone
+	reportMu      sync.Mutex
+	lastPublished Report
+	published     bool
+	others        map[string]Report // other instances' latest reports, by instance
 }
 
 type target struct {
@@ -91,11 +115,25 @@ type target struct {
 	lastStatus     int
 	lastReason     string
 	lastChange     time.Time
-	quota          Quota
-	quotaAt        time.Time
 	ignored        time.Time // Updated of the last far mark ignored, to log it once
 	served         int64
 	latency        time.Duration // moving average of recent first-byte latencies
+
+	// The quota model (quota.go).
+	quota          Quota     // the last reading of what is left
+	quotaAt        time.Time // as of when: the send time of the request whose answer said it
+	quotaSeq       uint64    // that request's send number
+	limit          Quota     // the limits: from the headers or inferred; 0 unknown
+	limitHeader    bool      // the token limit came from x-ratelimit-limit-tokens
+	limitHeaderReq bool      // the request limit came from x-ratelimit-limit-requests
+	lastSeq        uint64    // the newest send's number
+	sends          []Send    // this instance's sends the reading does not cover, oldest first
+	// otherTok and otherReq are what the other instances report sending, per second.
+	otherTok, otherReq float64
+	// This instance's own sending, for its reports: since the last report, and in the interval
+	// before it (of length prevSpan).
+	curTok, curReq, prevTok, prevReq int64
+	prevSpan                         time.Duration
 }
 
 // NewView returns a view of opt.Targets, all available.
@@ -112,7 +150,13 @@ func NewView(opt Options) *View {
 	if opt.CooldownJitter == nil {
 		opt.CooldownJitter = func(d time.Duration) time.Duration { return d + rand.N(d/4+1) }
 	}
-	v := &View{opt: opt, targets: map[string]*target{}, pending: map[string]Mark{}, kick: make(chan struct{}, 1)}
+	if opt.TokenWindow <= 0 {
+		opt.TokenWindow = time.Minute
+	}
+	if opt.RequestWindow <= 0 {
+		opt.RequestWindow = 10 * time.Second
+	}
+	v := &View{opt: opt, targets: map[string]*target{}, pending: map[string]Mark{}, kick: make(chan struct{}, 1), others: map[string]Report{}}
 	for _, id := range opt.Targets {
 		v.targets[id] = &target{quota: UnknownQuota}
 	}
@@ -141,30 +185,18 @@ func (v *View) Unavailable(id string, now time.Time) (until time.Time, throttled
 	return time.Time{}, false, false
 }
 
-// Windows after which a target's reported remaining budget no longer holds: Azure OpenAI counts
-// tokens over a rolling minute and requests in 10-second buckets.
-const (
-	tokenWindow   = time.Minute
-	requestWindow = 10 * time.Second
-)
-
-// Room reports whether the target's last reported budget can absorb a request estimated at
-// cost tokens. Unknown or outdated budgets count as room: only a known shortfall says no.
-func (v *View) Room(id string, now time.Time, cost int64) bool {
+// Room reports whether the quota model (quota.go) says the target can admit a request
+// estimated at cost tokens now, and if not, when it will. Unknown budgets count as room: only a
+// known shortfall says no.
+func (v *View) Room(id string, now time.Time, cost int64) (until time.Time, ok bool) {
 	t := v.targets[id]
-	if t == nil {
-		return true
+	if t == nil || cost <= 0 {
+		return time.Time{}, true
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	age := now.Sub(t.quotaAt)
-	if t.quotaAt.IsZero() || age < 0 {
-		return true
-	}
-	if t.quota.Requests == 0 && age < requestWindow {
-		return false
-	}
-	return !(t.quota.Tokens >= 0 && t.quota.Tokens < cost && age < tokenWindow)
+	until = t.shortUntil(now, cost, v.opt.TokenWindow, v.opt.RequestWindow)
+	return until, until.IsZero()
 }
 
 // Acquire is called just before an attempt. It returns false when the target's circuit is
@@ -201,8 +233,15 @@ func (v *View) Record(id string, o Outcome) {
 	var share *Mark
 	t.mu.Lock()
 	t.probeUntil = time.Time{}
+	if o.Send.Seq != 0 {
+		if o.Uncharged || o.Kind == Throttled {
+			t.uncharge(o.Send)
+		} else {
+			t.settle(o.Send)
+		}
+	}
 	if o.Quota.Tokens >= 0 || o.Quota.Requests >= 0 {
-		t.quota, t.quotaAt = o.Quota, now
+		t.read(o, now, v.opt.TokenWindow, v.opt.RequestWindow)
 	}
 	if o.Kind != Abandoned {
 		t.lastStatus, t.lastReason, t.lastChange = o.Status, o.Reason, now
@@ -314,11 +353,15 @@ func (v *View) Run(ctx context.Context) {
 // syncTimeout bounds one round trip to the store, so a hung store never stalls the loop.
 const syncTimeout = 5 * time.Second
 
-// Sync writes pending marks and reads the store once.
+// Sync writes pending marks, publishes this instance's report when it says something new, and
+// reads the store once.
 func (v *View) Sync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	err := v.push(ctx)
+	if err == nil {
+		err = v.publish(ctx, v.opt.Now())
+	}
 	if err == nil {
 		err = v.pull(ctx)
 	}
@@ -356,10 +399,11 @@ func (v *View) push(ctx context.Context) error {
 }
 
 func (v *View) pull(ctx context.Context) error {
-	marks, err := v.opt.Store.List(ctx)
+	marks, reports, err := v.opt.Store.List(ctx)
 	if err != nil {
 		return err
 	}
+	v.takeReports(reports, v.opt.Now())
 	limit := time.Time{}
 	if v.opt.MaxAhead > 0 {
 		limit = v.opt.Now().Add(v.opt.MaxAhead)
@@ -426,9 +470,9 @@ const (
 	StateFailing = "failing"
 	// StateProbing: the circuit's cool-down has passed; one request at a time tries it.
 	StateProbing = "probing"
-	// StateDeprioritised: its last reported budget cannot absorb a typical request (see
-	// TypicalRequestTokens), so requests try it after the targets with room (Room, the planner's
-	// throttle.routeByRemaining); it is still tried, last, when they fail.
+	// StateDeprioritised: the quota model (Room) says it cannot admit a typical request now
+	// (see TypicalRequestTokens), so requests pass it over until the refill covers what it
+	// lacks (the planner's throttle.routeByRemaining), as they would a throttled target.
 	StateDeprioritised = "deprioritised"
 	// StateAvailable: requests try it in its preference order.
 	StateAvailable = "available"
@@ -436,9 +480,9 @@ const (
 
 // TypicalRequestTokens is the estimated cost (prompt and requested output tokens, as the planner
 // counts it) of the request that /status judges a target's remaining budget by: a short chat
-// call. A target reported to have fewer tokens left than that within the token window, or no
-// requests left within the request window, is shown deprioritised; routing compares each
-// request's own estimate, so a larger request may be passed over sooner.
+// call. A target the quota model says cannot admit that now is shown deprioritised until it
+// can; routing judges each request by its own estimate, so a larger request may be passed over
+// sooner and longer.
 const TypicalRequestTokens = 100
 
 // TargetStatus is one target as /status shows it.
@@ -448,17 +492,24 @@ type TargetStatus struct {
 	State          string     `json:"state"`
 	ThrottledUntil *time.Time `json:"throttledUntil,omitempty"`
 	FailingUntil   *time.Time `json:"failingUntil,omitempty"`
-	// DeprioritisedUntil is when the reported budget that deprioritises it stops counting.
-	DeprioritisedUntil  *time.Time `json:"deprioritisedUntil,omitempty"`
-	LastStatus          int        `json:"lastStatus,omitempty"`
-	LastReason          string     `json:"lastReason,omitempty"`
-	LastChange          *time.Time `json:"lastChange,omitempty"`
-	RemainingTokens     *int64     `json:"remainingTokens,omitempty"`
-	RemainingRequests   *int64     `json:"remainingRequests,omitempty"`
-	RemainingSeenAt     *time.Time `json:"remainingSeenAt,omitempty"`
-	ConsecutiveFailures int        `json:"consecutiveFailures"`
-	Served              int64      `json:"served"`
-	LatencyMs           float64    `json:"latencyMs,omitempty"`
+	// DeprioritisedUntil is when the quota model expects it to admit a typical request again.
+	DeprioritisedUntil *time.Time `json:"deprioritisedUntil,omitempty"`
+	LastStatus         int        `json:"lastStatus,omitempty"`
+	LastReason         string     `json:"lastReason,omitempty"`
+	LastChange         *time.Time `json:"lastChange,omitempty"`
+	RemainingTokens    *int64     `json:"remainingTokens,omitempty"`
+	RemainingRequests  *int64     `json:"remainingRequests,omitempty"`
+	RemainingSeenAt    *time.Time `json:"remainingSeenAt,omitempty"`
+	// LimitTokens and LimitRequests are the limits the quota model uses (from the headers, or
+	// inferred: LimitsInferred); EstimatedTokens is what it estimates the target can admit now.
+	LimitTokens         *int64  `json:"limitTokens,omitempty"`
+	LimitRequests       *int64  `json:"limitRequests,omitempty"`
+	LimitsInferred      bool    `json:"limitsInferred,omitempty"`
+	EstimatedTokens     *int64  `json:"estimatedTokens,omitempty"`
+	OthersTokensPerSec  float64 `json:"othersTokensPerSec,omitempty"`
+	ConsecutiveFailures int     `json:"consecutiveFailures"`
+	Served              int64   `json:"served"`
+	LatencyMs           float64 `json:"latencyMs,omitempty"`
 }
 
 // Snapshot returns every target's status, sorted by id.
@@ -468,7 +519,7 @@ func (v *View) Snapshot(now time.Time) []TargetStatus {
 		t.mu.Lock()
 		s := TargetStatus{Target: id, State: StateAvailable, LastStatus: t.lastStatus, LastReason: t.lastReason, ConsecutiveFailures: t.failures,
 			Served: t.served, LatencyMs: float64(t.latency.Microseconds()) / 1000}
-		short := t.shortUntil(now, TypicalRequestTokens)
+		short := t.shortUntil(now, TypicalRequestTokens, v.opt.TokenWindow, v.opt.RequestWindow)
 		switch {
 		case now.Before(t.throttledUntil):
 			s.State = StateThrottled
@@ -498,28 +549,23 @@ func (v *View) Snapshot(now time.Time) []TargetStatus {
 		if !t.quotaAt.IsZero() {
 			s.RemainingSeenAt = timePtr(t.quotaAt)
 		}
+		if l := t.limit; l.Tokens > 0 {
+			s.LimitTokens = &l.Tokens
+			s.LimitsInferred = !t.limitHeader
+			if est, ok := t.estimateTokens(now, v.opt.TokenWindow); ok {
+				s.EstimatedTokens = &est
+			}
+		}
+		if l := t.limit; l.Requests > 0 {
+			s.LimitRequests = &l.Requests
+			s.LimitsInferred = s.LimitsInferred || !t.limitHeaderReq
+		}
+		s.OthersTokensPerSec = round3(t.otherTok)
 		t.mu.Unlock()
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
 	return out
-}
-
-// shortUntil is, when the target's last reported budget cannot absorb cost tokens by the same
-// rule as Room, the time that report stops counting; zero when it can. t.mu is held.
-func (t *target) shortUntil(now time.Time, cost int64) time.Time {
-	age := now.Sub(t.quotaAt)
-	if t.quotaAt.IsZero() || age < 0 {
-		return time.Time{}
-	}
-	var until time.Time
-	if t.quota.Requests == 0 && age < requestWindow {
-		until = t.quotaAt.Add(requestWindow)
-	}
-	if t.quota.Tokens >= 0 && t.quota.Tokens < cost && age < tokenWindow {
-		until = t.quotaAt.Add(tokenWindow)
-	}
-	return until
 }
 
 func timePtr(t time.Time) *time.Time { u := t.UTC(); return &u }
