@@ -65,10 +65,10 @@ func FuzzBackendResponse(f *testing.F) {
 	}
 	f.Cleanup(tr.CloseIdleConnections)
 	short := func(r *config.Routing) {
-		r.Timeouts.FirstByte = config.Duration(100 * time.Millisecond)
+		r.Timeouts.FirstByte = config.Duration(10 * time.Millisecond) // the pipe answers at once: a wait means a hang
 		r.Timeouts.PerOutputToken = 0
-		r.Timeouts.StreamIdle = config.Duration(100 * time.Millisecond)
-		r.Timeouts.Request = config.Duration(time.Second)
+		r.Timeouts.StreamIdle = config.Duration(10 * time.Millisecond)
+		r.Timeouts.Request = config.Duration(300 * time.Millisecond)
 	}
 
 	f.Fuzz(func(t *testing.T, closeIt bool, raw []byte) {
