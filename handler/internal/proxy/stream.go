@@ -45,6 +45,10 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 	if a.complete {
 		h.Set("Content-Length", strconv.Itoa(len(head)))
 	}
+	if learn {
+		// Before the caller has the answer: its next request may name the new id at once.
+		g.learnOwner(c, a.target.Account, decodedHead(contentEncoding(a.resp.Header), head))
+	}
 	w.WriteHeader(a.resp.StatusCode)
 	c.log.firstByte = g.opt.Now().Sub(c.start)
 	if _, err := w.Write(head); err != nil {
@@ -55,9 +59,6 @@ func (g *Gateway) commit(w http.ResponseWriter, callerCtx context.Context, c *ca
 	// has it rather than before.
 	_ = rc.Flush()
 	enc := contentEncoding(a.resp.Header)
-	if learn {
-		g.learnOwner(c, a.target.Account, decodedHead(enc, head))
-	}
 	if a.complete {
 		c.log.setUsage(usageOf(enc, head)) // the common case: the whole body is the head
 		return
